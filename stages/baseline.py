@@ -1,0 +1,64 @@
+"""Stage baseline: chapter 4's pixel-similarity classifier on the prepared MNIST digits."""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from stages import atomic, cli, evaluation, params, pixel_similarity
+
+PARAMS = ["baseline.distances"]
+DATA = Path("data/mnist")
+METRICS = Path("metrics/baseline.json")
+PLOTS = Path("metrics/baseline")
+
+
+def load_split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    path = DATA / f"{name}.npz"
+    try:
+        with np.load(path) as split:
+            return torch.from_numpy(split["images"]).float() / 255, torch.from_numpy(split["labels"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise cli.UserError(f"{path}: cannot read prepared MNIST ({exc}); rerun 'dvc repro prepare_mnist'") from None
+
+
+def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(classes), figsize=(1.6 * len(classes), 1.9), squeeze=False)
+    for ax, mean, name in zip(axes[0], means, classes):
+        ax.imshow(mean.numpy(), cmap="Greys")
+        ax.set_title(f"mean {name}")
+        ax.axis("off")
+    evaluation.save_figure(fig, path)
+
+
+def main() -> None:
+    p = params.load(PARAMS)
+    distances = list(p["baseline.distances"])
+    unknown = sorted(set(distances) - set(pixel_similarity.DISTANCES))
+    if unknown or not distances:
+        raise cli.UserError(f"params.yaml: baseline.distances {distances}: allowed {list(pixel_similarity.DISTANCES)}")
+    train_x, train_y = load_split("train")
+    valid_x, valid_y = load_split("valid")
+    digits = sorted(torch.unique(train_y).tolist())
+    classes = [str(d) for d in digits]
+    means = pixel_similarity.mean_images(train_x, train_y, digits)
+    actual = np.searchsorted(digits, valid_y.numpy())
+
+    report, predicted = {}, {}
+    with atomic.output_dir(PLOTS) as plots:
+        for kind in distances:
+            pred = pixel_similarity.predict(valid_x, means, kind).numpy()
+            report[kind] = evaluation.accuracy_report(actual, pred, classes)
+            predicted[kind] = [classes[i] for i in pred]
+            title = f"pixel similarity, {kind}"
+            evaluation.plot_confusion(plots / f"confusion_{kind}.png", actual, pred, classes, title)
+        evaluation.write_predictions(plots / "predictions.csv", [classes[i] for i in actual], predicted)
+        plot_means(means, classes, plots / "mean_images.png")
+    atomic.write_json(METRICS, report)
+    for kind, figures in report.items():
+        print(f"pixel similarity ({kind}): accuracy {figures['accuracy']:.4f}, per class {figures['per_class']}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,18 @@
+"""Entry-point wrapper: a user-facing error becomes one line on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad params, unreachable download, corrupt input): no traceback."""
+
+
+def run(main: Callable[[], None]) -> None:
+    try:
+        main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

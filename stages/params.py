@@ -1,0 +1,37 @@
+"""Read declared keys from params.yaml: the single source of truth for every parameter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.cli import UserError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def lookup(tree: dict, dotted_key: str, source: Path) -> Any:
+    node: Any = tree
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise UserError(f"{source}: missing key '{dotted_key}'")
+        node = node[part]
+    return node
+
+
+def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Return ``{dotted_key: value}`` for exactly ``keys``; a missing key is an error naming it.
+
+    There are no defaults here on purpose: a stage sees only what params.yaml says.
+    """
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"{path}: expected a mapping of params at the top level")
+    return {key: lookup(tree, key, path) for key in keys}
