@@ -39,6 +39,8 @@ def download_verified(mirrors: list[str], filename: str, md5: str, into: Path) -
         except RuntimeError:  # torchvision's "File not found or corrupted." after a finished download
             got = calculate_md5(path) if path.is_file() else "nothing"
             failures.append(f"{url}: md5 mismatch (expected {md5}, got {got})")
+        except urllib.error.HTTPError as exc:
+            failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
         except (urllib.error.URLError, OSError, ValueError) as exc:
             failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
         path.unlink(missing_ok=True)
@@ -49,11 +51,14 @@ def check_tar_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
     for member in members:
         name = PurePosixPath(member.name)
         if member.issym() or member.islnk():
-            raise UnsafeArchiveError(f"{archive}: refusing link member '{member.name}'")
-        if not (member.isfile() or member.isdir()):
-            raise UnsafeArchiveError(f"{archive}: refusing special member '{member.name}'")
-        if name.is_absolute() or ".." in name.parts:
-            raise UnsafeArchiveError(f"{archive}: refusing member '{member.name}' outside the target")
+            problem = "link member"
+        elif not (member.isfile() or member.isdir()):
+            problem = "special member"
+        elif name.is_absolute() or ".." in name.parts:
+            problem = "member outside the target:"
+        else:
+            continue
+        raise UnsafeArchiveError(f"{archive.name}: refusing {problem} '{member.name}'; nothing was extracted")
 
 
 def extract_safely(archive: Path, to: Path) -> None:

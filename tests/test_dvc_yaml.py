@@ -1,0 +1,93 @@
+"""dvc.yaml declares, for every stage, exactly the params keys and code files the stage reads."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+
+
+def stage_module(stage: dict) -> str:
+    cmd = stage["cmd"].split()
+    assert cmd[:2] == ["python", "-m"], stage["cmd"]
+    return cmd[2]
+
+
+def imported_stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
+    """``module`` and every ``stages.*`` module it imports, transitively."""
+    seen = seen if seen is not None else set()
+    if module in seen:
+        return seen
+    seen.add(module)
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "stages":
+            names = [f"stages.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("stages.")]
+        else:
+            continue
+        for name in names:
+            imported_stage_modules(name, seen)
+    return seen
+
+
+def flat_keys(tree: dict, prefix: str = "") -> set[str]:
+    return {prefix + key for key in tree}
+
+
+def covered(key: str, declared: list[str]) -> bool:
+    return any(key == d or key.startswith(d + ".") for d in declared)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_params_are_exactly_what_the_stage_reads(name):
+    module = importlib.import_module(stage_module(STAGES[name]))
+    assert STAGES[name].get("params", []) == module.PARAMS
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_are_exactly_the_modules_the_stage_imports(name):
+    module = stage_module(STAGES[name])
+    code = {f"{m.replace('.', '/')}.py" for m in imported_stage_modules(module)}
+    declared = {d for d in STAGES[name]["deps"] if d.startswith("stages/")}
+    assert declared == code
+
+
+def test_package_init_has_no_code():
+    # It is imported by every stage but is nobody's dep: a docstring only keeps that honest.
+    body = ast.parse((ROOT / "stages/__init__.py").read_text()).body
+    assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def lookup(dotted: str):
+    node = PARAMS
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def test_every_declared_key_exists_and_every_param_is_read_by_a_stage():
+    declared = [key for stage in STAGES.values() for key in stage.get("params", [])]
+    for key in declared:
+        lookup(key)
+    leaves = []
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            leaves.append(prefix[:-1])
+
+    walk(PARAMS, "")
+    unread = [leaf for leaf in leaves if not covered(leaf, declared)]
+    assert unread == [], f"params.yaml keys no stage declares: {unread}"

@@ -1,0 +1,117 @@
+"""The generated Pets stand-in, labelling, splitting and presizing."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import pets_layout, pets_standin, presize, splits
+from stages.presize_pets import split_files
+
+PER_BREED = 4
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pets") / "raw"
+    pets_standin.generate(root, seed=1, images_per_breed=PER_BREED, min_side=60, max_side=120)
+    return root
+
+
+def test_layout_matches_oxford_iiit_pets(standin):
+    names = sorted(p.name for p in (standin / "images").iterdir())
+    assert len(names) == 37 * PER_BREED + len(pets_standin.STRAY_FILES)
+    assert sorted(p.name for p in (standin / "annotations").iterdir()) == ["list.txt", "test.txt", "trainval.txt"]
+    labelled = pets_layout.labelled_images(standin / "images")
+    assert sorted({breed for _, breed in labelled}) == sorted(pets_layout.BREEDS)
+    assert sum(pets_layout.is_cat(b) for b in pets_layout.BREEDS) == 12
+
+
+def test_annotation_rows_follow_the_real_format(standin):
+    rows = (standin / "annotations" / "list.txt").read_text().splitlines()
+    assert rows[0] == "#Image CLASS-ID SPECIES BREED ID"
+    body = [r.split() for r in rows if not r.startswith("#")]
+    assert ["Abyssinian_1", "1", "1", "1"] in body  # first cat
+    assert ["american_bulldog_1", "2", "2", "1"] in body  # first dog
+    assert ["yorkshire_terrier_1", "37", "2", "25"] in body
+    trainval = pets_layout.read_split_list(standin / "annotations" / "trainval.txt")
+    test = pets_layout.read_split_list(standin / "annotations" / "test.txt")
+    assert not trainval & test and len(trainval | test) == 37 * PER_BREED
+
+
+def test_generation_is_deterministic_from_the_seed(standin, tmp_path):
+    again = tmp_path / "again"
+    pets_standin.generate(again, seed=1, images_per_breed=PER_BREED, min_side=60, max_side=120)
+    for name in ("Bengal_2.jpg", "pug_3.jpg"):
+        assert (again / "images" / name).read_bytes() == (standin / "images" / name).read_bytes()
+    other = tmp_path / "other"
+    pets_standin.generate(other, seed=2, images_per_breed=1, min_side=60, max_side=120)
+    assert (other / "images" / "pug_1.jpg").read_bytes() != (standin / "images" / "pug_1.jpg").read_bytes()
+
+
+def test_sizes_vary_within_bounds(standin):
+    sizes = {Image.open(standin / "images" / f"{b}_4.jpg").size for b in pets_layout.BREEDS}
+    assert len(sizes) > 20 and all(60 <= s <= 120 for size in sizes for s in size)
+
+
+def test_carries_the_real_sets_quirks(standin):
+    formats, modes, broken = [], [], []
+    for path in sorted((standin / "images").glob("*.jpg")):
+        try:
+            with Image.open(path) as image:
+                image.load()
+                formats.append(image.format)
+                modes.append(image.mode)
+        except OSError:
+            broken.append(path.name)
+    assert {"PNG", "GIF"} <= set(formats)
+    assert {"L", "CMYK", "RGBA"} <= set(modes)
+    assert len(broken) == 1
+    assert len(list((standin / "images").glob("*.mat"))) == 3
+
+
+def test_presize_turns_every_decodable_image_into_square_rgb(standin):
+    paths = sorted((standin / "images").glob("*.jpg"))
+    array, failed = presize.presize_all(paths, 32, workers=1)
+    assert array.shape == (len(paths) - 1, 32, 32, 3) and array.dtype == np.uint8
+    assert [paths[i].name for i in failed] == [n for n in (p.name for p in paths) if presize.presize_image(standin / "images" / n, 8) is None]
+    parallel, failed_parallel = presize.presize_all(paths, 32, workers=2)
+    np.testing.assert_array_equal(array, parallel)
+    assert failed == failed_parallel
+
+
+def test_presize_crops_the_centre_of_the_shorter_side(tmp_path):
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[:, 50:150] = 255  # a white centre square on a wide black image
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    out = presize.presize_image(tmp_path / "wide.png", 10)
+    assert out.shape == (10, 10, 3) and out.min() > 200
+
+
+def test_presize_of_an_undecodable_file_is_none(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    assert presize.presize_image(tmp_path / "x.jpg", 16) is None
+
+
+def test_labels_come_from_the_file_name():
+    assert pets_layout.label_of("great_pyrenees_173.jpg") == "great_pyrenees"
+    assert pets_layout.label_of("Egyptian_Mau_1.jpg") == "Egyptian_Mau"
+    assert pets_layout.label_of("Abyssinian_100.mat") is None
+
+
+def test_random_split_is_fastais_random_splitter():
+    train, valid = splits.random_split(7390, 0.2, 42)
+    assert (len(train), len(valid)) == (5912, 1478)
+    assert not set(train) & set(valid)
+    # fastai: torch.manual_seed(seed); randperm(n); the first int(valid_pct * n) are validation.
+    import torch
+
+    torch.manual_seed(42)
+    assert sorted(valid.tolist()) == sorted(torch.randperm(7390)[:1478].tolist())
+
+
+def test_official_split_uses_the_annotation_lists(standin, monkeypatch):
+    monkeypatch.setattr("stages.presize_pets.RAW", standin)
+    files = [name for name, _ in pets_layout.labelled_images(standin / "images")]
+    index = split_files(files, "official", 0.2, 42)
+    assert len(index["train"]) + len(index["valid"]) == len(files)
+    assert all(int(files[i].rsplit("_", 1)[1][:-4]) % 2 == 1 for i in index["train"])
