@@ -7,20 +7,11 @@ import numpy as np
 import torch
 
 from stages import atomic, cli, evaluation, params, pixel_similarity
+from stages.mnist_prepared import load_split
 
 PARAMS = ["baseline.distances"]
-DATA = Path("data/mnist")
 METRICS = Path("metrics/baseline.json")
 PLOTS = Path("metrics/baseline")
-
-
-def load_split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    path = DATA / f"{name}.npz"
-    try:
-        with np.load(path) as split:
-            return torch.from_numpy(split["images"]).float() / 255, torch.from_numpy(split["labels"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise cli.UserError(f"{path}: cannot read prepared MNIST ({exc}); rerun 'dvc repro prepare_mnist'") from None
 
 
 def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
