@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from stages import linear_by_hand, mnist_models, training
+from stages.cli import UserError
 
 
 @dataclass
@@ -106,6 +107,11 @@ def train_simple_net(d: Digits, cfg: dict, device: torch.device, on_epoch: train
 def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int, pct_start: float):
     """fastai's ``fit_one_cycle`` schedule: cosine warm-up from max_lr/25, cosine down to max_lr/25e5,
     momentum (Adam's beta1) cycled 0.95 -> 0.85 -> 0.95."""
+    if pct_start * total_steps < 2:  # torch's OneCycleLR divides by zero below that
+        raise UserError(
+            f"one-cycle needs at least 2 warm-up steps, got {total_steps} steps x pct_start {pct_start}: "
+            "use a smaller batch_size or more epochs"
+        )
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy="cos",
         div_factor=25.0, final_div_factor=1e5, cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,

@@ -24,6 +24,8 @@ TINY_PARAMS = {
     "pets.standin.max_side": 80,
     "pets.presize": 24,
     "pets.presize_workers": 1,
+    "mnist_models.linear.epochs": 3,
+    "mnist_models.simple_net.epochs": 3,
 }
 
 os.environ["DVC_NO_ANALYTICS"] = "1"

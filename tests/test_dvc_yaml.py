@@ -10,13 +10,33 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-STAGES = DVC_YAML["stages"]
+
+
+def expand(stages: dict) -> dict:
+    """Stages as DVC sees them: a ``foreach`` definition becomes ``name@item`` with ``${item}`` filled in."""
+    expanded = {}
+    for name, stage in stages.items():
+        if "foreach" not in stage:
+            expanded[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            expanded[f"{name}@{item}"] = {**yaml.safe_load(text), "item": item}
+    return expanded
+
+
+STAGES = expand(DVC_YAML["stages"])
 
 
 def stage_module(stage: dict) -> str:
     cmd = stage["cmd"].split()
     assert cmd[:2] == ["python", "-m"], stage["cmd"]
     return cmd[2]
+
+
+def declared_params(stage: dict, module) -> list[str]:
+    """The module's PARAMS, with ``{model}`` filled in for stages generated per model."""
+    return [key.format(model=stage.get("item")) for key in module.PARAMS]
 
 
 def imported_stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
@@ -51,7 +71,7 @@ def covered(key: str, declared: list[str]) -> bool:
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_params_are_exactly_what_the_stage_reads(name):
     module = importlib.import_module(stage_module(STAGES[name]))
-    assert STAGES[name].get("params", []) == module.PARAMS
+    assert STAGES[name].get("params", []) == declared_params(STAGES[name], module)
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

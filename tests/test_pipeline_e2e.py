@@ -10,17 +10,19 @@ import subprocess
 from contextlib import chdir
 
 import pytest
-from conftest import set_params
+import torch
+from conftest import copy_project, git, set_params
 from dvc.repo import Repo
 
-ALL_STAGES = {"fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline"}
-MNIST_CHAIN = {"prepare_mnist", "baseline"}
+MODELS = {"train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18"}
+ALL_STAGES = {"fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline"} | MODELS
+MNIST_CHAIN = {"prepare_mnist", "baseline"} | MODELS
 PETS_CHAIN = {"presize_pets"}
 
 
-def repro(project) -> set[str]:
+def repro(project, *targets: str, **options) -> set[str]:
     with chdir(project), Repo(".") as repo:  # DVC resolves some paths against the working directory
-        return {stage.addressing for stage in repo.reproduce()}
+        return {stage.addressing for stage in repo.reproduce(*targets, **options)}
 
 
 def changed_stages(project) -> set[str]:
@@ -30,21 +32,24 @@ def changed_stages(project) -> set[str]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """One project built once; tests that change params restore them, so each starts up to date."""
-    from conftest import copy_project
-
+    """One project built once and committed (dvc.lock, metrics), as a user's main branch would be."""
     project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
     ran = repro(project)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "built")
     return project, ran
 
 
 @pytest.fixture
 def clean(built):
+    """The built project; afterwards, back to the built commit the DVC way: git for params, dvc.lock and
+    metrics, ``dvc checkout`` for data from the cache. Nothing is recomputed."""
     project, _ = built
-    params_text = (project / "params.yaml").read_text()
     yield project
-    (project / "params.yaml").write_text(params_text)
-    repro(project)
+    git(project, "reset", "-q", "--hard")
+    git(project, "clean", "-qfd")
+    with chdir(project), Repo(".") as repo:
+        repo.checkout(force=True)
 
 
 def test_first_repro_runs_every_stage_and_writes_outputs(built):
@@ -78,12 +83,15 @@ def test_metrics_and_plots_are_declared_for_dvc(clean):
         ({"baseline.distances": ["l1"]}, {"baseline"}, {"baseline"}),
         ({"pets.presize": 20}, PETS_CHAIN, PETS_CHAIN),
         ({"pets.valid_pct": 0.25}, PETS_CHAIN, PETS_CHAIN),
-        ({"mnist.digits": [1, 3, 7]}, {"prepare_mnist"}, MNIST_CHAIN),
         ({"mnist.seed": 1}, {"prepare_mnist"}, MNIST_CHAIN),
         ({"unrelated_new_key": {"anything": 1}}, set(), set()),
         ({"pets.standin.seed": 8}, {"fetch_pets"}, {"fetch_pets"} | PETS_CHAIN),
+        ({"mnist_models.linear.lr": 0.5}, {"train_mnist@linear"}, {"train_mnist@linear"}),
+        ({"mnist_models.resnet18.epochs": 2}, {"train_mnist@resnet18"}, {"train_mnist@resnet18"}),
+        ({"device": "cpu"}, MODELS, MODELS),
     ],
-    ids=["baseline-key", "pets-presize", "pets-valid-pct", "mnist-digits", "mnist-seed", "unrelated-key", "standin-seed"],
+    ids=["baseline-key", "pets-presize", "pets-valid-pct", "mnist-seed", "unrelated-key",
+         "standin-seed", "linear-lr", "resnet18-epochs", "device"],  # fmt: skip
 )
 def test_a_param_change_reruns_exactly_the_stages_that_read_it(clean, change, flagged, reran):
     """``flagged``: stages whose own params changed (``dvc status``); ``reran``: those plus what their new
@@ -94,11 +102,45 @@ def test_a_param_change_reruns_exactly_the_stages_that_read_it(clean, change, fl
     assert changed_stages(clean) == set()
 
 
-def test_more_than_two_digits_flow_through_to_the_baseline(clean):
+def test_more_than_two_digits_rerun_the_mnist_chain_and_every_model_switches_to_one_output_per_digit(clean):
     set_params(clean / "params.yaml", {"mnist.digits": [1, 3, 7]})
-    repro(clean)
+    assert changed_stages(clean) == {"prepare_mnist"}
+    assert repro(clean) == MNIST_CHAIN  # and nothing of Pets
     baseline = json.loads((clean / "metrics/baseline.json").read_text())
     assert set(baseline["l1"]["per_class"]) == {"1", "3", "7"}
+    for model in ("linear", "simple_net", "resnet18"):
+        metrics = json.loads((clean / f"metrics/mnist/{model}/metrics.json").read_text())
+        assert set(metrics["per_class"]) == {"1", "3", "7"}
+        assert metrics["accuracy"] > 0.5, model  # three classes: chance is 1/3
+    weights = torch.load(clean / "data/models/mnist/linear/model.pt", weights_only=True)
+    assert weights["weights"].shape == (784, 3)  # one output per digit
+
+
+def test_models_write_metrics_curves_confusion_and_weights(built):
+    project, _ = built
+    for model in ("linear", "simple_net", "resnet18"):
+        folder = project / "metrics/mnist" / model
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert {"accuracy", "loss", "per_class", "balanced_accuracy"} <= set(metrics)
+        epochs = (folder / "plots/metrics/accuracy.tsv").read_text().splitlines()
+        assert len(epochs) == 1 + metrics["step"]
+        records = json.loads((folder / "plots/sklearn/confusion.json").read_text())
+        assert len(records) == 200 and set(records[0]) == {"actual", "predicted"}
+        assert (folder / "confusion.png").stat().st_size > 1000
+        info = json.loads((project / "data/models/mnist" / model / "run_info.json").read_text())
+        assert info["device"] in {"cpu", "cuda", "mps"} and "device" not in metrics
+        torch.load(project / "data/models/mnist" / model / "model.pt", weights_only=True)
+    linear = json.loads((project / "metrics/mnist/linear/metrics.json").read_text())
+    assert linear["accuracy"] > linear["accuracy_before_training"]
+
+
+def test_a_forced_rerun_reproduces_metrics_exactly_on_cpu(clean):
+    for model in ("linear", "simple_net", "resnet18"):
+        folder = clean / "metrics/mnist" / model
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".png"}
+        assert repro(clean, f"train_mnist@{model}", force=True, single_item=True) == {f"train_mnist@{model}"}
+        after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".png"}
+        assert after == before, model
 
 
 def test_full_source_without_network_fails_clearly_and_says_how_to_switch(clean):
