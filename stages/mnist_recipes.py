@@ -15,7 +15,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from stages import linear_by_hand, mnist_models, training
-from stages.cli import UserError
 
 
 @dataclass
@@ -104,20 +103,6 @@ def train_simple_net(d: Digits, cfg: dict, device: torch.device, on_epoch: train
     return _fit_module(model, d, cfg, device, on_epoch, plain_sgd, add_channel=False, name="simple_net")
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int, pct_start: float):
-    """fastai's ``fit_one_cycle`` schedule: cosine warm-up from max_lr/25, cosine down to max_lr/25e5,
-    momentum (Adam's beta1) cycled 0.95 -> 0.85 -> 0.95."""
-    if pct_start * total_steps < 2:  # torch's OneCycleLR divides by zero below that
-        raise UserError(
-            f"one-cycle needs at least 2 warm-up steps, got {total_steps} steps x pct_start {pct_start}: "
-            "use a smaller batch_size or more epochs"
-        )
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy="cos",
-        div_factor=25.0, final_div_factor=1e5, cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
-    )  # fmt: skip
-
-
 def train_resnet18(d: Digits, cfg: dict, device: torch.device, on_epoch: training.EpochCallback) -> Result:
     training.seed_everything(cfg["seed"])
     model = mnist_models.resnet18_for_digits(len(d.classes))  # cross-entropy: always one output per digit
@@ -125,7 +110,7 @@ def train_resnet18(d: Digits, cfg: dict, device: torch.device, on_epoch: trainin
     def adam_one_cycle(model: nn.Module, steps_per_epoch: int):
         # fastai's default optimiser: Adam, betas (0.9, 0.99), decoupled weight decay 0.01.
         opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.01)
-        return opt, one_cycle(opt, cfg["lr"], cfg["epochs"] * steps_per_epoch, cfg["pct_start"])
+        return opt, training.one_cycle(opt, cfg["lr"], cfg["epochs"] * steps_per_epoch, cfg["pct_start"])
 
     return _fit_module(model, d, cfg, device, on_epoch, adam_one_cycle, add_channel=True, name="resnet18")
 

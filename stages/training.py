@@ -14,7 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from stages.cli import UserError
+
 EpochCallback = Callable[[dict], None]
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -37,8 +40,11 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def _to_device(xb: torch.Tensor, yb: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_device(xb: torch.Tensor, yb: torch.Tensor, device: torch.device, transform: BatchTransform | None = None):
+    """Copy a batch to the device, then apply the batch transform there (augmentation runs on the GPU)."""
     xb = xb.to(device, non_blocking=True)
+    if transform is not None:
+        xb = transform(xb)
     if device.type == "cuda" and xb.ndim == 4:
         xb = xb.contiguous(memory_format=torch.channels_last)
     return xb, yb.to(device, non_blocking=True)
@@ -55,14 +61,14 @@ def decode(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.argmax(1)
 
 
-def predict(model: nn.Module, data: DataLoader, device: torch.device, loss_fn: Callable):
+def predict(model: nn.Module, data: DataLoader, device: torch.device, loss_fn: Callable, transform=None):
     """All outputs (float32, on the CPU) for ``data``, its targets, and the mean loss."""
     model.eval()
     outputs, targets, loss_sum = [], [], 0.0
     with torch.no_grad(), _autocast(device):
         for xb, yb in data:
             targets.append(yb)
-            xb, yb = _to_device(xb, yb, device)
+            xb, yb = _to_device(xb, yb, device, transform)
             out = model(xb).float()
             loss_sum += loss_fn(out, yb).item() * len(yb)
             outputs.append(out.cpu())
@@ -81,15 +87,20 @@ def fit(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_epoch: EpochCallback | None = None,
     description: str = "fit",
+    train_transform: BatchTransform | None = None,
+    valid_transform: BatchTransform | None = None,
 ) -> list[dict]:
-    """Train for ``epochs``; ``scheduler`` steps every batch (one-cycle). Returns one record per epoch."""
+    """Train for ``epochs``; ``scheduler`` steps every batch (one-cycle). Returns one record per epoch.
+
+    The transforms run on the device after the copy: augmentation for training, resizing for validation.
+    """
     history = []
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
         loss_sum, count = 0.0, 0
         for xb, yb in tqdm(train, desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False, mininterval=2):
-            xb, yb = _to_device(xb, yb, device)
+            xb, yb = _to_device(xb, yb, device, train_transform)
             with _autocast(device):
                 loss = loss_fn(model(xb).float(), yb)
             optimizer.zero_grad(set_to_none=True)
@@ -99,7 +110,7 @@ def fit(
                 scheduler.step()
             loss_sum += loss.item() * len(yb)
             count += len(yb)
-        outputs, targets, valid_loss = predict(model, valid, device, loss_fn)
+        outputs, targets, valid_loss = predict(model, valid, device, loss_fn, valid_transform)
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / count,
@@ -115,3 +126,20 @@ def fit(
         if on_epoch is not None:
             on_epoch(record)
     return history
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, max_lr, total_steps: int, pct_start: float, div: float = 25.0,
+              div_final: float = 1e5) -> torch.optim.lr_scheduler.OneCycleLR:  # fmt: skip
+    """fastai's ``fit_one_cycle`` schedule: cosine warm-up from ``max_lr / div`` to ``max_lr``, cosine down to
+    ``max_lr / div_final``; momentum (Adam's beta1) cycled 0.95 -> 0.85 -> 0.95. ``max_lr`` may be a list,
+    one per parameter group (discriminative learning rates)."""
+    if pct_start * total_steps < 2:  # torch's OneCycleLR divides by zero below that
+        raise UserError(
+            f"one-cycle needs at least 2 warm-up steps, got {total_steps} steps x pct_start {pct_start}: "
+            "use a smaller batch_size or more epochs"
+        )
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy="cos",
+        div_factor=div, final_div_factor=div_final / div,  # torch divides the initial lr, fastai the maximum
+        cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
+    )  # fmt: skip

@@ -26,6 +26,11 @@ TINY_PARAMS = {
     "pets.presize_workers": 1,
     "mnist_models.linear.epochs": 3,
     "mnist_models.simple_net.epochs": 3,
+    "pets_model.size": 16,
+    "pets_model.batch_size": 16,
+    "pets_model.workers": 0,
+    "lr_find.num_it": 20,
+    "fine_tune.epochs": 1,
 }
 
 os.environ["DVC_NO_ANALYTICS"] = "1"

@@ -15,9 +15,10 @@ from conftest import copy_project, git, set_params
 from dvc.repo import Repo
 
 MODELS = {"train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18"}
-ALL_STAGES = {"fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline"} | MODELS
+PETS_TRAINING = {"lr_find_pets", "train_pets", "interpret_pets"}
+ALL_STAGES = {"fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline"} | MODELS | PETS_TRAINING
 MNIST_CHAIN = {"prepare_mnist", "baseline"} | MODELS
-PETS_CHAIN = {"presize_pets"}
+PETS_CHAIN = {"presize_pets"} | PETS_TRAINING
 
 
 def repro(project, *targets: str, **options) -> set[str]:
@@ -81,16 +82,19 @@ def test_metrics_and_plots_are_declared_for_dvc(clean):
     ("change", "flagged", "reran"),
     [
         ({"baseline.distances": ["l1"]}, {"baseline"}, {"baseline"}),
-        ({"pets.presize": 20}, PETS_CHAIN, PETS_CHAIN),
-        ({"pets.valid_pct": 0.25}, PETS_CHAIN, PETS_CHAIN),
+        ({"pets.presize": 20}, {"presize_pets"}, PETS_CHAIN),
+        ({"pets.valid_pct": 0.25}, {"presize_pets"}, PETS_CHAIN),
+        ({"fine_tune.epochs": 2}, {"train_pets"}, {"train_pets", "interpret_pets"}),
+        ({"pets_model.size": 20}, {"lr_find_pets", "train_pets"}, PETS_TRAINING),
+        ({"interpret.min_val": 1}, {"interpret_pets"}, {"interpret_pets"}),
         ({"mnist.seed": 1}, {"prepare_mnist"}, MNIST_CHAIN),
         ({"unrelated_new_key": {"anything": 1}}, set(), set()),
         ({"pets.standin.seed": 8}, {"fetch_pets"}, {"fetch_pets"} | PETS_CHAIN),
         ({"mnist_models.linear.lr": 0.5}, {"train_mnist@linear"}, {"train_mnist@linear"}),
         ({"mnist_models.resnet18.epochs": 2}, {"train_mnist@resnet18"}, {"train_mnist@resnet18"}),
-        ({"device": "cpu"}, MODELS, MODELS),
+        ({"device": "cpu"}, MODELS | PETS_TRAINING, MODELS | PETS_TRAINING),
     ],
-    ids=["baseline-key", "pets-presize", "pets-valid-pct", "mnist-seed", "unrelated-key",
+    ids=["baseline-key", "pets-presize", "pets-valid-pct", "pets-epochs", "pets-size", "interpret-min-val", "mnist-seed", "unrelated-key",
          "standin-seed", "linear-lr", "resnet18-epochs", "device"],  # fmt: skip
 )
 def test_a_param_change_reruns_exactly_the_stages_that_read_it(clean, change, flagged, reran):
@@ -149,3 +153,21 @@ def test_full_source_without_network_fails_clearly_and_says_how_to_switch(clean)
     assert result.returncode != 0
     assert "http://127.0.0.1:9/images.tar.gz" in result.stderr + result.stdout
     assert "source: sample" in result.stderr + result.stdout
+
+
+def test_pets_stages_write_lr_find_metrics_interpretation_and_weights(built):
+    project, _ = built
+    found = json.loads((project / "metrics/pets/lr_find/suggestions.json").read_text())
+    assert set(found["suggestions"]) == {"valley", "minimum", "steep"} and found["chosen"]["lr"] > 0
+    metrics = json.loads((project / "metrics/pets/train/metrics.json").read_text())
+    assert {"error_rate", "accuracy", "top5_accuracy", "valid_loss"} <= set(metrics)
+    assert metrics["error_rate"] == pytest.approx(1 - metrics["accuracy"], abs=1e-5)
+    assert metrics["lr"] == pytest.approx(found["chosen"]["lr"])  # fine_tune.lr: auto took the suggestion
+    interpret = project / "metrics/pets/interpret"
+    records = json.loads((interpret / "plots/sklearn/confusion.json").read_text())
+    assert {r["actual"] for r in records} <= set(json.loads((project / "data/pets/index.json").read_text())["classes"])
+    assert (interpret / "most_confused.csv").read_text().startswith("actual,predicted,count")
+    for png in ("confusion.png", "top_losses.png"):
+        assert (interpret / png).stat().st_size > 5000
+    checkpoint = torch.load(project / "data/models/pets/model.pt", weights_only=True)
+    assert checkpoint["arch"] == "resnet18" and len(checkpoint["classes"]) == 37

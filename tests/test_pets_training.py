@@ -1,0 +1,171 @@
+"""Chapter 5's training pieces: lr_find, freezing, discriminative rates, augmentation, interpretation."""
+
+import math
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from stages import fine_tune, interpretation, lr_finder, pets_data, pets_model, pets_setup
+from stages.cli import UserError
+
+
+def toy_regression(seed: int = 0):
+    """y = 3x + 1 with noise: Adam learns it well with learning rates around 1e-2 to 1e-1."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(512, 1, generator=g) * 2 - 1
+    y = 3 * x + 1 + 0.05 * torch.randn(512, 1, generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def run_toy_sweep(model, num_it=100, optimizer=torch.optim.Adam):
+    torch.manual_seed(0)
+    return lr_finder.sweep(model, toy_regression(), nn.functional.mse_loss, lambda m: optimizer(m.parameters(), lr=1e-7),
+                           torch.device("cpu"), 1e-7, 10, num_it)  # fmt: skip
+
+
+def test_lr_find_on_a_toy_regression_suggests_the_expected_decade():
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    lrs, losses = run_toy_sweep(model)
+    suggestions = lr_finder.suggest(lrs, losses, 100)
+    # Adam's step is about lr: below 1e-3 nothing moves in 100 steps, above 1 it overshoots.
+    assert 1e-3 <= suggestions["valley"]["lr"] <= 1e-0
+    assert 1e-3 <= suggestions["minimum"]["lr"] <= 1e-0
+    assert suggestions["minimum"]["lr"] == pytest.approx(suggestions["minimum"]["point_lr"] / 10)
+
+
+def test_sweep_follows_the_exponential_schedule_stops_on_divergence_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    lrs, losses = run_toy_sweep(model, optimizer=torch.optim.SGD)
+    assert lrs == pytest.approx([1e-7 * (10 / 1e-7) ** (i / 100) for i in range(len(lrs))])
+    assert len(lrs) < 100 and losses[-1] > 4 * min(losses)  # plain SGD diverges here well before lr 10
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+
+
+def test_suggestion_functions_read_the_curve_as_fastai_does():
+    lrs = torch.logspace(-7, 1, 60)
+    losses = torch.cat([torch.full((10,), 5.0), torch.linspace(5.0, 1.0, 30), torch.linspace(1.1, 9.0, 20)])
+    lr, idx = lr_finder.valley(lrs, losses)
+    # The longest decreasing subsequence ends at 39 and has length 30 (one 5.0, then indices 11..39; index 10
+    # equals 5.0 so cannot extend it). fastai takes start = end - length = 9, then start + int(30/3) + int(10/2).
+    assert idx == 9 + 10 + 5
+    assert lr_finder.minimum(lrs, losses) == (pytest.approx(float(lrs[39]) / 10), 39)
+    steep_lr, steep_idx = lr_finder.steep(lrs, losses)
+    assert 10 <= steep_idx < 39 and steep_lr == pytest.approx(float(lrs[steep_idx]))
+
+
+def test_suggest_drops_nans_and_refuses_a_curve_too_short():
+    lrs = list(np.logspace(-7, 1, 100))
+    losses = list(np.linspace(5, 1, 100))
+    losses[60] = math.nan
+    result = lr_finder.suggest(lrs, losses, 100)
+    assert result["minimum"]["point_lr"] == pytest.approx(lrs[59])
+    with pytest.raises(UserError, match="too few to suggest"):
+        lr_finder.suggest(lrs[:15], losses[:15], 100)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return pets_model.build("resnet18", pretrained=False, n_classes=5)
+
+
+def test_freeze_keeps_batchnorm_trainable_in_frozen_groups(resnet):
+    groups = pets_model.layer_groups(resnet)
+    pets_model.freeze(resnet)
+    for group in groups[:-1]:
+        for module in group.modules():
+            for param in module.parameters(recurse=False):
+                assert param.requires_grad == isinstance(module, pets_model.BN_TYPES)
+    assert all(p.requires_grad for p in groups[-1].parameters())
+    assert any(not p.requires_grad for p in groups[0].parameters())
+    pets_model.unfreeze(resnet)
+    assert all(p.requires_grad for p in resnet.parameters())
+
+
+def test_layer_groups_are_fastais_resnet_split(resnet):
+    stem_to_layer2, layer3_4, head = pets_model.layer_groups(resnet)
+    assert len(stem_to_layer2) == 6 and len(layer3_4) == 2
+    assert isinstance(head[0], pets_model.AdaptiveConcatPool2d) and head[-1].out_features == 5
+    n_params = sum(1 for g in pets_model.layer_groups(resnet) for _ in g.parameters())
+    assert n_params == sum(1 for _ in resnet.parameters())  # every parameter is in exactly one group
+
+
+def test_discriminative_rates_are_geometric_and_monotone(resnet):
+    lrs = pets_model.discriminative_lrs(1e-5, 1e-3, 3)
+    assert lrs == pytest.approx([1e-5, 1e-4, 1e-3])
+    assert pets_model.discriminative_lrs(None, 1e-3, 3) == pytest.approx([1e-4, 1e-4, 1e-3])
+    groups = pets_model.param_groups(resnet, lrs, 0.01)
+    rates = [g["lr"] for g in groups]
+    assert rates == sorted(rates) and len(groups) == 6
+    bn_params = {id(p) for m in resnet.modules() if isinstance(m, pets_model.BN_TYPES) for p in m.parameters()}
+    for group in groups:
+        if group["weight_decay"] > 0:
+            assert not any(id(p) in bn_params for p in group["params"])
+
+
+def test_augmentations_keep_shape_dtype_and_differ_per_image():
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    batch = image.expand(8, 3, 40, 40).clone()
+    out = pets_data.train_batch_transform(size=24, min_scale=0.75)(batch)
+    assert out.shape == (8, 3, 24, 24) and out.dtype == torch.float32
+    assert not torch.allclose(out[0], out[1])  # random per image, not one draw for the whole batch
+    valid = pets_data.valid_batch_transform(24)
+    assert torch.equal(valid(batch), valid(batch)) and valid(batch).shape == (8, 3, 24, 24)
+    assert valid(batch).mean().abs() < 3  # ImageNet-normalised, not 0-255
+
+
+def test_fine_tune_runs_both_phases_and_ends_unfrozen():
+    torch.manual_seed(0)
+    model = pets_model.build("resnet18", pretrained=False, n_classes=3)
+    x, y = torch.randint(0, 256, (16, 3, 24, 24), dtype=torch.uint8), torch.arange(16) % 3
+    data = DataLoader(TensorDataset(x, y), batch_size=4)
+    epochs = []
+    loop = fine_tune.Loop(model, data, data, nn.CrossEntropyLoss(), torch.device("cpu"),
+                          pets_data.train_batch_transform(16, 0.75), pets_data.valid_batch_transform(16), epochs.append)  # fmt: skip
+    history = fine_tune.fine_tune(loop, epochs=2, base_lr=1e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0)
+    assert len(history) == 3 == len(epochs)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_imagenet_weights_offline_is_one_clear_error(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(pets_model, "get_model", offline)
+    with pytest.raises(UserError, match=r"ImageNet weights for resnet34 .*pets_model.weights: none"):
+        pets_model.build("resnet34", pretrained=True, n_classes=37)
+    with pytest.raises(UserError, match="arch must be one of"):
+        pets_model.build("vgg16", pretrained=False, n_classes=37)
+
+
+def test_weights_auto_follows_the_data_switch():
+    assert pets_setup.wants_pretrained("auto", "full") and not pets_setup.wants_pretrained("auto", "sample")
+    assert pets_setup.wants_pretrained("imagenet", "sample") and not pets_setup.wants_pretrained("none", "full")
+    with pytest.raises(UserError, match="weights must be one of"):
+        pets_setup.wants_pretrained("random", "sample")
+
+
+def test_most_confused_is_sorted_and_honours_min_val():
+    classes = ["Birman", "Ragdoll", "pug"]
+    actual = np.array([1, 1, 1, 0, 2, 2, 0])
+    predicted = np.array([0, 0, 0, 1, 0, 2, 0])
+    assert interpretation.most_confused(actual, predicted, classes, 1) == [
+        {"actual": "Ragdoll", "predicted": "Birman", "count": 3},
+        {"actual": "Birman", "predicted": "Ragdoll", "count": 1},
+        {"actual": "pug", "predicted": "Birman", "count": 1},
+    ]
+    assert len(interpretation.most_confused(actual, predicted, classes, 2)) == 1
+
+
+def test_top_losses_are_the_worst_images():
+    outputs = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, 5.0]])
+    losses, index = interpretation.top_losses(outputs, torch.tensor([0, 0, 0]), k=2)
+    assert index.tolist() == [2, 1] and losses[0] > losses[1]
