@@ -42,13 +42,15 @@ def fit_one_cycle(loop: Loop, epochs: int, lrs: list[float], pct_start: float, d
 
 
 def fine_tune(loop: Loop, epochs: int, base_lr: float, freeze_epochs: int, lr_mult: float, pct_start: float,
-              div: float) -> list[dict]:  # fmt: skip
+              div: float, freeze_lr: float | None = None, freeze_pct_start: float = 0.99) -> list[dict]:  # fmt: skip
+    """``freeze_lr`` and ``freeze_pct_start`` default to fastai's (``base_lr``, 0.99); the book's manual
+    schedule, ``fit_one_cycle(3, 3e-3)`` then ``fit_one_cycle(12, slice(1e-6, 1e-4))``, sets them."""
     n_groups = len(pets_model.layer_groups(loop.model))
     history = []
     if freeze_epochs > 0:
         pets_model.freeze(loop.model)
-        lrs = pets_model.discriminative_lrs(None, base_lr, n_groups)
-        history += fit_one_cycle(loop, freeze_epochs, lrs, pct_start=0.99, div=25.0, name="frozen")
+        lrs = pets_model.discriminative_lrs(None, freeze_lr or base_lr, n_groups)
+        history += fit_one_cycle(loop, freeze_epochs, lrs, pct_start=freeze_pct_start, div=25.0, name="frozen")
     base_lr /= 2
     pets_model.unfreeze(loop.model)
     lrs = pets_model.discriminative_lrs(base_lr / lr_mult, base_lr, n_groups)

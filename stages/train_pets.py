@@ -50,7 +50,9 @@ def main() -> None:
             loop = fine_tune.Loop(setup.model, setup.train, setup.valid, setup.loss_fn, device,
                                   setup.train_transform, setup.valid_transform, log_epoch)  # fmt: skip
             start = time.perf_counter()
-            history = fine_tune.fine_tune(loop, ft["epochs"], lr, ft["freeze_epochs"], ft["lr_mult"], ft["pct_start"], ft["div"])
+            freeze_lr = None if ft["freeze_lr"] == "base" else float(ft["freeze_lr"])
+            history = fine_tune.fine_tune(loop, ft["epochs"], lr, ft["freeze_epochs"], ft["lr_mult"], ft["pct_start"],
+                                          ft["div"], freeze_lr, ft["freeze_pct_start"])  # fmt: skip
             seconds = time.perf_counter() - start
             outputs, targets, valid_loss = training.predict(setup.model, setup.valid, device, setup.loss_fn, setup.valid_transform)
             accuracy = (outputs.argmax(1) == targets).float().mean().item()
