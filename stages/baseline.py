@@ -26,9 +26,6 @@ def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
 def main() -> None:
     p = params.load(PARAMS)
     distances = list(p["baseline.distances"])
-    unknown = sorted(set(distances) - set(pixel_similarity.DISTANCES))
-    if unknown or not distances:
-        raise cli.UserError(f"params.yaml: baseline.distances {distances}: allowed {list(pixel_similarity.DISTANCES)}")
     train_x, train_y = load_split("train")
     valid_x, valid_y = load_split("valid")
     digits = sorted(torch.unique(train_y).tolist())

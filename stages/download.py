@@ -7,6 +7,7 @@ files and members that would land outside the target, before anything is written
 
 from __future__ import annotations
 
+import http.client
 import tarfile
 import tempfile
 import urllib.error
@@ -41,6 +42,8 @@ def download_verified(mirrors: list[str], filename: str, md5: str, into: Path) -
             failures.append(f"{url}: md5 mismatch (expected {md5}, got {got})")
         except urllib.error.HTTPError as exc:
             failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
+        except http.client.HTTPException as exc:  # e.g. the connection closed mid-file
+            failures.append(f"{url}: interrupted ({type(exc).__name__}: {exc})")
         except (urllib.error.URLError, OSError, ValueError) as exc:
             failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
         path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ Writes metrics/pets/interpret/: per-image actual/predicted breed records for DVC
 ``interpret.min_val`` images) and top_losses.png (the ``interpret.top_losses`` worst validation images).
 """
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ OUT = Path("metrics/pets/interpret")
 def load_model(device: torch.device) -> tuple[torch.nn.Module, dict]:
     try:
         checkpoint = torch.load(MODEL, map_location="cpu", weights_only=True)  # never unpickle code
-    except (OSError, RuntimeError) as exc:
-        raise cli.UserError(f"{MODEL}: cannot load ({exc}); rerun 'dvc repro train_pets'") from None
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise cli.UserError(f"{MODEL}: cannot load ({reason}); rerun 'dvc repro train_pets'") from None
     model = pets_model.build(checkpoint["arch"], pretrained=False, n_classes=len(checkpoint["classes"]))
     model.load_state_dict(checkpoint["state_dict"])
     return training.prepare_model(model, device).eval(), checkpoint

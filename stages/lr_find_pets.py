@@ -29,8 +29,6 @@ def plot(path: Path, lrs: list[float], losses: list[float], suggestions: dict) -
 def main() -> None:
     p = params.load(PARAMS)
     cfg, finder = p["pets_model"], p["lr_find"]
-    if finder["suggestion"] not in lr_finder.SUGGESTIONS:
-        raise cli.UserError(f"params.yaml: lr_find.suggestion must be one of {list(lr_finder.SUGGESTIONS)}")
     device = devices.pick(p["device"])
     setup = pets_setup.prepare(cfg, p["source"], device)
     if setup.pretrained:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def load_raw(folder: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as raw:
             arrays = {key: raw[key] for key in raw.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: cannot read raw MNIST ({exc}); rerun 'dvc repro fetch_mnist'") from None
     if "images" not in arrays or "labels" not in arrays:
         raise UserError(f"{path}: expected arrays 'images' and 'labels', found {sorted(arrays)}")

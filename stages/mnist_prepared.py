@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,5 +19,5 @@ def load_split(name: str, folder: Path = DATA) -> tuple[torch.Tensor, torch.Tens
     try:
         with np.load(path) as split:
             return torch.from_numpy(split["images"]).float() / 255, torch.from_numpy(split["labels"])
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: cannot read prepared MNIST ({exc}); rerun 'dvc repro prepare_mnist'") from None

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from stages.cli import UserError
+from stages.params_schema import validate
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -22,9 +23,8 @@ def lookup(tree: dict, dotted_key: str, source: Path) -> Any:
 
 
 def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Return ``{dotted_key: value}`` for exactly ``keys``; a missing key is an error naming it.
-
-    There are no defaults here on purpose: a stage sees only what params.yaml says.
+    """Validate all of params.yaml (stages.params_schema), then return ``{dotted_key: value}`` for exactly
+    ``keys``. There are no defaults here on purpose: a stage sees only what params.yaml says.
     """
     try:
         tree = yaml.safe_load(path.read_text())
@@ -32,6 +32,5 @@ def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
         raise UserError(f"{path}: not found (run from the project root)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(tree, dict):
-        raise UserError(f"{path}: expected a mapping of params at the top level")
+    validate(tree, str(path))  # the whole file, before the stage does any work
     return {key: lookup(tree, key, path) for key in keys}

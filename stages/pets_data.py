@@ -29,7 +29,7 @@ class PresizedPets(Dataset):
         try:
             self.images = np.load(Path(folder) / f"{split}_images.npy", mmap_mode="r")
             self.labels = np.load(Path(folder) / f"{split}_labels.npy")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise UserError(f"{folder}: cannot read presized Pets ({exc}); rerun 'dvc repro presize_pets'") from None
         if len(self.images) != len(self.labels):
             raise UserError(f"{folder}: {split} has {len(self.images)} images but {len(self.labels)} labels")

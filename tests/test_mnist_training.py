@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from stages import devices, linear_by_hand, mnist_models, mnist_recipes, training
 from stages.cli import UserError
