@@ -1,27 +1,38 @@
+from pathlib import Path
+
 import pytest
+import yaml
 
 from stages import params
 from stages.cli import UserError
 
+DEFAULTS = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+
+
+def write(tmp_path: Path, edit=None) -> Path:
+    tree = yaml.safe_load(DEFAULTS)
+    if edit:
+        edit(tree)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
 
 def test_load_returns_exactly_the_declared_keys(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("source: sample\nmnist:\n  digits: [3, 7]\n  seed: 1\n")
+    path = write(tmp_path)
     assert params.load(["source", "mnist.digits"], path) == {"source": "sample", "mnist.digits": [3, 7]}
 
 
 def test_missing_key_is_one_error_naming_file_and_key(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("mnist:\n  seed: 1\n")
-    with pytest.raises(UserError, match=r"params.yaml: missing key 'mnist.digits'"):
-        params.load(["mnist.digits"], path)
+    path = write(tmp_path, lambda t: t["mnist"].pop("digits"))
+    with pytest.raises(UserError, match=r"params.yaml: mnist.digits: missing"):
+        params.load(["source"], path)
 
 
-def test_key_below_a_scalar_is_missing(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("mnist: 3\n")
-    with pytest.raises(UserError, match="mnist.digits"):
-        params.load(["mnist.digits"], path)
+def test_a_scalar_where_a_section_belongs_is_an_error(tmp_path):
+    path = write(tmp_path, lambda t: t.update(mnist=3))
+    with pytest.raises(UserError, match="params.yaml: mnist: 3 is not allowed; expected a mapping"):
+        params.load(["source"], path)
 
 
 def test_invalid_yaml_is_a_user_error(tmp_path):
@@ -29,3 +40,8 @@ def test_invalid_yaml_is_a_user_error(tmp_path):
     path.write_text("mnist: [1, 2\n")
     with pytest.raises(UserError, match="not valid YAML"):
         params.load(["mnist"], path)
+
+
+def test_missing_file_says_where_to_run_from(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        params.load(["source"], tmp_path / "params.yaml")
