@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from dvclive import Live
 
 from stages import atomic, cli, devices, evaluation, interpretation, params, pets_data, pets_model, training
+from stages.live_logger import live_logger
 
 PARAMS = ["device", "interpret"]
 MODEL = Path("data/models/pets/model.pt")
@@ -44,7 +44,7 @@ def main() -> None:
     predicted, actual = outputs.argmax(1).numpy(), targets.numpy()
 
     with atomic.output_dir(OUT) as out:
-        with Live(str(out), dvcyaml=False, save_dvc_exp=False) as live:
+        with live_logger(out) as live:
             live.log_sklearn_plot("confusion_matrix", [classes[i] for i in actual], [classes[i] for i in predicted],
                                   name="confusion.json")  # fmt: skip
         evaluation.plot_confusion(out / "confusion.png", actual, predicted, classes, "Pets, validation")

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import torch
-from dvclive import Live
 
 from stages import atomic, cli, devices, evaluation, mnist_recipes, params, training
+from stages.live_logger import live_logger
 from stages.mnist_prepared import load_split
 
 PARAMS = ["device", "mnist_models.{model}"]
@@ -36,7 +36,7 @@ def main() -> None:
     digits = load_digits()
 
     with atomic.output_dir(METRICS / name) as metrics_dir, atomic.output_dir(MODELS / name) as model_dir:
-        with Live(str(metrics_dir), dvcyaml=False, save_dvc_exp=False) as live:
+        with live_logger(metrics_dir) as live:
 
             def log_epoch(record: dict) -> None:
                 for key in ("train_loss", "valid_loss", "accuracy"):

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import torch
-from dvclive import Live
 
 from stages import atomic, cli, devices, fine_tune, params, pets_setup, training
+from stages.live_logger import live_logger
 
 PARAMS = ["source", "device", "pets_model", "fine_tune"]
 LR_FIND = Path("metrics/pets/lr_find/suggestions.json")
@@ -37,7 +37,7 @@ def main() -> None:
     lr = base_lr(ft["lr"])
 
     with atomic.output_dir(METRICS) as metrics_dir, atomic.output_dir(MODEL) as model_dir:
-        with Live(str(metrics_dir), dvcyaml=False, save_dvc_exp=False) as live:
+        with live_logger(metrics_dir) as live:
 
             def log_epoch(record: dict) -> None:
                 for key in ("train_loss", "valid_loss", "accuracy"):

@@ -13,6 +13,7 @@
 |   where a folder belongs)                          |                                                   |                                       |
 | corrupt prepared data                              | exit 1, one line naming the file and the fix      | no outputs of the failed stage        |
 | a checkpoint carrying pickled code                 | refused by ``weights_only=True``, exit 1          | the code never runs                   |
+| a Git repository with no commit yet (``git init``)  | training stages run (dvclive issue #522)          | metrics written                       |
 """
 
 from __future__ import annotations
@@ -191,3 +192,11 @@ def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
     line = one_error_line(run_stage(project, "stages.interpret_pets"))
     assert "data/models/pets/model.pt: cannot load" in line
     assert not (project / "PWNED").exists()
+
+
+def test_training_runs_in_a_git_repository_with_no_commit_yet(tmp_path):
+    project = copy_project(tmp_path / "p")
+    subprocess.run(["git", "update-ref", "-d", "HEAD"], cwd=project, check=True)  # as right after 'git init'
+    result = subprocess.run(["dvc", "repro", "train_mnist@linear"], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "metrics/mnist/linear/metrics.json").is_file()
