@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages import (  # noqa: E402
-    fine_tune, linear_by_hand, mnist_models, mnist_recipes, pets_data, pets_model, pets_standin, presize, training,
+    fine_tune, mnist_recipes, pets_data, pets_model, pets_standin, presize, training,
 )  # fmt: skip
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())

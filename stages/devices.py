@@ -8,13 +8,9 @@ import torch
 
 from stages.cli import UserError
 
-CHOICES = ("auto", "cuda", "mps", "cpu")
-
-
 def pick(name: str) -> torch.device:
-    """``auto``: CUDA if present, else Apple's MPS, else CPU. A named device that is absent is an error."""
-    if name not in CHOICES:
-        raise UserError(f"params.yaml: device must be one of {list(CHOICES)}, not {name!r}")
+    """``auto``: CUDA if present, else Apple's MPS, else CPU. A named device that is absent is an error.
+    (params_schema has already checked ``name`` is one of auto, cuda, mps, cpu.)"""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     if name == "auto":
         return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))

@@ -21,9 +21,6 @@ from torch.utils.data import DataLoader
 from stages import training
 from stages.cli import UserError
 
-SUGGESTIONS = ("valley", "minimum", "steep")
-
-
 def sweep(
     model: nn.Module,
     train: DataLoader,
@@ -48,12 +45,7 @@ def sweep(
             lr = start_lr * (end_lr / start_lr) ** (i / num_it)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            xb, yb = training._to_device(xb, yb, device, transform)
-            with training._autocast(device):
-                loss = loss_fn(model(xb).float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = training.train_step(model, xb, yb, loss_fn, optimizer, device, transform)
             average = beta * average + (1 - beta) * loss.item()
             smoothed = average / (1 - beta ** (i + 1))
             lrs.append(lr)

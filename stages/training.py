@@ -40,7 +40,7 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def _to_device(xb: torch.Tensor, yb: torch.Tensor, device: torch.device, transform: BatchTransform | None = None):
+def to_device(xb: torch.Tensor, yb: torch.Tensor, device: torch.device, transform: BatchTransform | None = None):
     """Copy a batch to the device, then apply the batch transform there (augmentation runs on the GPU)."""
     xb = xb.to(device, non_blocking=True)
     if transform is not None:
@@ -50,8 +50,20 @@ def _to_device(xb: torch.Tensor, yb: torch.Tensor, device: torch.device, transfo
     return xb, yb.to(device, non_blocking=True)
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, loss_fn: Callable,
+               optimizer: torch.optim.Optimizer, device: torch.device, transform: BatchTransform | None = None):  # fmt: skip
+    """One optimiser step on one batch (copied to the device and transformed there); returns the loss."""
+    xb, yb = to_device(xb, yb, device, transform)
+    with autocast(device):
+        loss = loss_fn(model(xb).float(), yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 def decode(outputs: torch.Tensor) -> torch.Tensor:
@@ -65,10 +77,10 @@ def predict(model: nn.Module, data: DataLoader, device: torch.device, loss_fn: C
     """All outputs (float32, on the CPU) for ``data``, its targets, and the mean loss."""
     model.eval()
     outputs, targets, loss_sum = [], [], 0.0
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast(device):
         for xb, yb in data:
             targets.append(yb)
-            xb, yb = _to_device(xb, yb, device, transform)
+            xb, yb = to_device(xb, yb, device, transform)
             out = model(xb).float()
             loss_sum += loss_fn(out, yb).item() * len(yb)
             outputs.append(out.cpu())
@@ -100,12 +112,7 @@ def fit(
         model.train()
         loss_sum, count = 0.0, 0
         for xb, yb in tqdm(train, desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False, mininterval=2):
-            xb, yb = _to_device(xb, yb, device, train_transform)
-            with _autocast(device):
-                loss = loss_fn(model(xb).float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(model, xb, yb, loss_fn, optimizer, device, train_transform)
             if scheduler is not None:
                 scheduler.step()
             loss_sum += loss.item() * len(yb)

@@ -99,8 +99,6 @@ def test_device_auto_falls_back_and_bad_names_are_errors():
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert devices.pick("auto").type == expected
     assert devices.pick("cpu").type == "cpu"
-    with pytest.raises(UserError, match="device must be one of"):
-        devices.pick("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="'cuda' is not available"):
             devices.pick("cuda")
