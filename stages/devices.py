@@ -24,7 +24,6 @@ def run_info(device: torch.device) -> dict:
         "device": device.type,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),
         "mixed_precision": "bf16" if device.type == "cuda" else "off",
     }
     if device.type == "cuda":

@@ -57,9 +57,8 @@ def main() -> None:
             evaluation.plot_confusion(metrics_dir / "confusion.png", actual, predicted, names, f"MNIST {name}, validation")
 
         torch.save(result.state_dict, model_dir / "model.pt")
-        epochs = len(result.history)
-        info = {**devices.run_info(device), "model": name, "epochs": epochs, "train_seconds": round(seconds, 2),
-                "train_samples_per_second": round(epochs * len(digits.train_y) / seconds, 1)}  # fmt: skip
+        # No timings here: they differ every run and would change the output's hash (benchmarks/ measures speed).
+        info = {**devices.run_info(device), "model": name, "epochs": len(result.history)}
         atomic.write_json(model_dir / "run_info.json", info)
     print(f"{name}: accuracy {report['accuracy']:.4f} on {len(actual)} validation digits, {seconds:.1f}s on {device.type}")
 

@@ -62,10 +62,8 @@ def main() -> None:
         checkpoint = {"arch": cfg["arch"], "classes": setup.classes, "size": cfg["size"],
                       "state_dict": {k: v.cpu() for k, v in setup.model.state_dict().items()}}  # fmt: skip
         torch.save(checkpoint, model_dir / "model.pt")
-        n_train = len(setup.train.dataset)
-        info = {**devices.run_info(device), "arch": cfg["arch"], "pretrained": setup.pretrained, "epochs": len(history),
-                "train_seconds": round(seconds, 2), "seconds_per_epoch": [round(r["seconds"], 2) for r in history],
-                "train_samples_per_second": round(len(history) * n_train / seconds, 1)}  # fmt: skip
+        # No timings here: they differ every run and would change the output's hash (benchmarks/ measures speed).
+        info = {**devices.run_info(device), "arch": cfg["arch"], "pretrained": setup.pretrained, "epochs": len(history)}
         atomic.write_json(model_dir / "run_info.json", info)
     print(f"train_pets: error_rate {1 - accuracy:.4f}, top-5 accuracy {top5:.4f}, {seconds:.0f}s on {device.type}")
 

@@ -141,13 +141,16 @@ def test_models_write_metrics_curves_confusion_and_weights(built):
     assert linear["accuracy"] > linear["accuracy_before_training"]
 
 
-def test_a_forced_rerun_reproduces_metrics_exactly_on_cpu(clean):
+def test_a_forced_rerun_reproduces_metrics_and_outputs_exactly_on_cpu(clean):
+    lock_before = (clean / "dvc.lock").read_text()
     for model in ("linear", "simple_net", "resnet18"):
         folder = clean / "metrics/mnist" / model
         before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".png"}
         assert repro(clean, f"train_mnist@{model}", force=True, single_item=True) == {f"train_mnist@{model}"}
         after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".png"}
         assert after == before, model
+    # Weights and run info too: dvc.lock records their hashes, so a rerun leaves git clean.
+    assert (clean / "dvc.lock").read_text() == lock_before
 
 
 def test_full_source_without_network_fails_clearly_and_says_how_to_switch(clean):
