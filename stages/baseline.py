@@ -7,11 +7,11 @@ import numpy as np
 import torch
 
 from stages import atomic, cli, evaluation, params, pixel_similarity
+from stages.live_logger import live_logger
 from stages.mnist_prepared import load_split
 
 PARAMS = ["baseline.distances"]
-METRICS = Path("metrics/baseline.json")
-PLOTS = Path("metrics/baseline")
+OUT = Path("metrics/baseline")
 
 
 def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
@@ -33,17 +33,18 @@ def main() -> None:
     means = pixel_similarity.mean_images(train_x, train_y, digits)
     actual = np.searchsorted(digits, valid_y.numpy())
 
-    report, predicted = {}, {}
-    with atomic.output_dir(PLOTS) as plots:
+    report = {}
+    with atomic.output_dir(OUT) as plots, live_logger(plots) as live:
         for kind in distances:
             pred = pixel_similarity.predict(valid_x, means, kind).numpy()
             report[kind] = evaluation.accuracy_report(actual, pred, classes)
-            predicted[kind] = [classes[i] for i in pred]
+            live.log_sklearn_plot("confusion_matrix", [classes[i] for i in actual], [classes[i] for i in pred],
+                                  name=f"confusion_{kind}.json")  # fmt: skip
             title = f"pixel similarity, {kind}"
             evaluation.plot_confusion(plots / f"confusion_{kind}.png", actual, pred, classes, title)
-        evaluation.write_predictions(plots / "predictions.csv", [classes[i] for i in actual], predicted)
         plot_means(means, classes, plots / "mean_images.png")
-    atomic.write_json(METRICS, report)
+        live.summary.update(report)  # metrics/baseline/metrics.json, laid out like every model's
+        live.make_summary()
     for kind, figures in report.items():
         print(f"pixel similarity ({kind}): accuracy {figures['accuracy']:.4f}, per class {figures['per_class']}")
 

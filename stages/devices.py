@@ -8,6 +8,7 @@ import torch
 
 from stages.cli import UserError
 
+
 def pick(name: str) -> torch.device:
     """``auto``: CUDA if present, else Apple's MPS, else CPU. A named device that is absent is an error.
     (params_schema has already checked ``name`` is one of auto, cuda, mps, cpu.)"""

@@ -1,5 +1,5 @@
-"""Classification results a reviewer reads: accuracy figures, per-sample records for DVC's confusion template,
-and a confusion-matrix picture."""
+"""Classification results a reviewer reads: accuracy figures and a confusion-matrix picture. (Per-sample
+records for DVC's confusion template come from dvclive's ``log_sklearn_plot``.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI or a training server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
 
 from stages import atomic  # noqa: E402
@@ -25,12 +24,6 @@ def accuracy_report(actual: np.ndarray, predicted: np.ndarray, classes: list[str
         "balanced_accuracy": round(float(per_class.mean()), 6),
         "per_class": {name: round(float(acc), 6) for name, acc in zip(classes, per_class)},
     }
-
-
-def write_predictions(path: Path, actual: list[str], predicted: dict[str, list[str]]) -> None:
-    """A CSV with an ``actual`` column and one column of predictions per model or variant."""
-    with atomic.output_file(path) as tmp:
-        pd.DataFrame({"actual": actual, **predicted}).to_csv(tmp, index=False)
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:

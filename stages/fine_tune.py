@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from stages import pets_model, training
 
+
 @dataclass
 class Loop:
     """What every fit needs besides its schedule."""

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from stages import training
 from stages.cli import UserError
 
+
 def sweep(
     model: nn.Module,
     train: DataLoader,

@@ -81,8 +81,8 @@ def train_linear(d: Digits, cfg: dict, device: torch.device, on_epoch: training.
     return Result(outputs, history, state, {"accuracy_before_training": round(before, 6)})
 
 
-def _fit_module(model: nn.Module, d: Digits, cfg: dict, device: torch.device, on_epoch, make_opt, add_channel: bool, name: str):
-    loss_fn = nn_loss(n_outputs(d)) if name != "resnet18" else nn.functional.cross_entropy
+def _fit_module(model: nn.Module, d: Digits, cfg: dict, device: torch.device, on_epoch, make_opt, loss_fn: Callable,
+                add_channel: bool, name: str):  # fmt: skip
     shape = (lambda x: x[:, None]) if add_channel else (lambda x: x)
     train = training.loader(TensorDataset(shape(d.train_x), d.train_y), cfg["batch_size"], device, True, cfg["seed"])
     valid = training.loader(TensorDataset(shape(d.valid_x), d.valid_y), cfg["batch_size"], device, False, 0)
@@ -100,7 +100,8 @@ def train_simple_net(d: Digits, cfg: dict, device: torch.device, on_epoch: train
     def plain_sgd(model: nn.Module, steps_per_epoch: int):
         return torch.optim.SGD(model.parameters(), lr=cfg["lr"]), None  # fastai's SGD: no momentum
 
-    return _fit_module(model, d, cfg, device, on_epoch, plain_sgd, add_channel=False, name="simple_net")
+    loss_fn = nn_loss(n_outputs(d))
+    return _fit_module(model, d, cfg, device, on_epoch, plain_sgd, loss_fn, add_channel=False, name="simple_net")
 
 
 def train_resnet18(d: Digits, cfg: dict, device: torch.device, on_epoch: training.EpochCallback) -> Result:
@@ -112,7 +113,8 @@ def train_resnet18(d: Digits, cfg: dict, device: torch.device, on_epoch: trainin
         opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.01)
         return opt, training.one_cycle(opt, cfg["lr"], cfg["epochs"] * steps_per_epoch, cfg["pct_start"])
 
-    return _fit_module(model, d, cfg, device, on_epoch, adam_one_cycle, add_channel=True, name="resnet18")
+    loss_fn = nn.functional.cross_entropy
+    return _fit_module(model, d, cfg, device, on_epoch, adam_one_cycle, loss_fn, add_channel=True, name="resnet18")
 
 
 RECIPES = {"linear": train_linear, "simple_net": train_simple_net, "resnet18": train_resnet18}

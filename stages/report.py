@@ -29,7 +29,7 @@ def read_json(path: Path) -> dict:
 
 
 def summarize() -> dict:
-    baseline = read_json(METRICS / "baseline.json")
+    baseline = read_json(METRICS / "baseline/metrics.json")
     summary = {f"mnist_pixel_{kind}_accuracy": figures["accuracy"] for kind, figures in baseline.items()}
     for model in MNIST_MODELS:
         summary[f"mnist_{model}_accuracy"] = read_json(METRICS / "mnist" / model / "metrics.json")["accuracy"]

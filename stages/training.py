@@ -111,7 +111,8 @@ def fit(
         start = time.perf_counter()
         model.train()
         loss_sum, count = 0.0, 0
-        for xb, yb in tqdm(train, desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False, mininterval=2):
+        for xb, yb in tqdm(train, desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False, mininterval=2,
+                       disable=None):
             loss = train_step(model, xb, yb, loss_fn, optimizer, device, train_transform)
             if scheduler is not None:
                 scheduler.step()

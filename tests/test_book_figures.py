@@ -47,7 +47,7 @@ def test_mnist_3_vs_7_reproduces_the_book(tmp_path):
     project = repro(tmp_path, BOOK_MNIST, "baseline", "train_mnist")
     counts = json.loads((project / "metrics/data/mnist.json").read_text())
     assert (counts["train"]["total"], counts["valid"]["total"]) == (12396, 2038)
-    baseline = json.loads((project / "metrics/baseline.json").read_text())["l1"]
+    baseline = json.loads((project / "metrics/baseline/metrics.json").read_text())["l1"]
     assert baseline["balanced_accuracy"] == pytest.approx(0.9511, abs=0.005)
     for model, book in (("linear", 0.9696), ("simple_net", 0.9828), ("resnet18", 0.9971)):
         accuracy = json.loads((project / f"metrics/mnist/{model}/metrics.json").read_text())["accuracy"]

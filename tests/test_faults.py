@@ -176,7 +176,7 @@ def test_corrupt_prepared_data_names_the_file_and_the_fix(tmp_path):
     (project / "data/mnist/train.npz").write_bytes(b"PK\x03\x04 truncated")
     line = one_error_line(run_stage(project, "stages.baseline"))
     assert "data/mnist/train.npz" in line and "dvc repro prepare_mnist" in line
-    assert not (project / "metrics/baseline.json").exists()
+    assert not (project / "metrics/baseline/metrics.json").exists()
 
 
 class Payload:

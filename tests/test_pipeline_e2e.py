@@ -57,7 +57,7 @@ def test_first_repro_runs_every_stage_and_writes_outputs(built):
     project, ran = built
     assert ran == ALL_STAGES
     assert (project / "data/mnist/train.npz").is_file() and (project / "data/pets/train_images.npy").is_file()
-    baseline = json.loads((project / "metrics/baseline.json").read_text())
+    baseline = json.loads((project / "metrics/baseline/metrics.json").read_text())
     assert baseline["l1"]["accuracy"] > 0.85 and set(baseline["l1"]["per_class"]) == {"3", "7"}
     pets = json.loads((project / "metrics/data/pets.json").read_text())
     assert pets["classes"] == 37 and pets["skipped_total"] == 1
@@ -72,7 +72,7 @@ def test_second_repro_runs_nothing(clean):
 
 def test_metrics_and_plots_are_declared_for_dvc(clean):
     shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=clean, capture_output=True, text=True, check=True)
-    assert "metrics/baseline.json" in shown.stdout
+    assert "metrics/baseline/metrics.json" in shown.stdout
     plots = subprocess.run(["dvc", "plots", "show", "--json"], cwd=clean, capture_output=True, text=True, check=True)
     rendered = json.loads(plots.stdout)["data"]
     assert {"baseline_confusion_l1", "baseline_confusion_l2", "metrics/baseline/mean_images.png"} <= set(rendered)
@@ -113,7 +113,7 @@ def test_more_than_two_digits_rerun_the_mnist_chain_and_every_model_switches_to_
     set_params(clean / "params.yaml", {"mnist.digits": [1, 3, 7]})
     assert changed_stages(clean) == {"prepare_mnist"}
     assert repro(clean) == MNIST_CHAIN | {"report"}  # and nothing of Pets
-    baseline = json.loads((clean / "metrics/baseline.json").read_text())
+    baseline = json.loads((clean / "metrics/baseline/metrics.json").read_text())
     assert set(baseline["l1"]["per_class"]) == {"1", "3", "7"}
     for model in ("linear", "simple_net", "resnet18"):
         metrics = json.loads((clean / f"metrics/mnist/{model}/metrics.json").read_text())
