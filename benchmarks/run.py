@@ -34,9 +34,15 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages import (  # noqa: E402
-    fine_tune, mnist_recipes, pets_data, pets_model, pets_standin, presize, training,
-)  # fmt: skip
+from stages.core.devices import Compute  # noqa: E402
+from stages.learner.learner import DataLoaders, Learner  # noqa: E402
+from stages.learner.schedule import discriminative_lrs  # noqa: E402
+from stages.mnist import recipes as mnist_recipes  # noqa: E402
+from stages.mnist.data import Digits  # noqa: E402
+from stages.pets import data as pets_data  # noqa: E402
+from stages.pets import model as pets_model  # noqa: E402
+from stages.pets import presize  # noqa: E402
+from stages.pets import standin as pets_standin  # noqa: E402
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -81,26 +87,27 @@ def _time_epoch(fit_once, n_samples: int) -> float:
 
 def training_benchmark(device: torch.device, n_mnist: int = 2048, n_pets: int = 512) -> dict:
     results = {}
-    digits = mnist_recipes.Digits(torch.rand(n_mnist, 28, 28), torch.arange(n_mnist) % 2, torch.rand(64, 28, 28),
+    compute = Compute(device, mixed=device.type == "cuda")
+    digits = Digits(torch.rand(n_mnist, 28, 28), torch.arange(n_mnist) % 2, torch.rand(64, 28, 28),
                                   torch.arange(64) % 2, ["3", "7"])  # fmt: skip
     for name in ("linear", "simple_net", "resnet18"):
         cfg = {**PARAMS["mnist_models"][name], "epochs": 1}
         if name == "linear" and device.type != "cpu":
             continue  # the lesson's loop runs on the CPU by design
-        results[f"mnist_{name}"] = _time_epoch(lambda: mnist_recipes.RECIPES[name](digits, cfg, device, lambda r: None), n_mnist)
+        results[f"mnist_{name}"] = _time_epoch(lambda: mnist_recipes.RECIPES[name](digits, cfg, compute, lambda r: None), n_mnist)
 
     cfg = PARAMS["pets_model"]
-    model = training.prepare_model(pets_model.build(cfg["arch"], False, 37), device)
+    model = pets_model.build(cfg["arch"], False, 37)
     images = torch.randint(0, 256, (n_pets, 3, PARAMS["pets"]["presize"], PARAMS["pets"]["presize"]), dtype=torch.uint8)
     data = DataLoader(TensorDataset(images, torch.arange(n_pets) % 37), batch_size=cfg["batch_size"],
                       pin_memory=device.type == "cuda")  # fmt: skip
     valid = DataLoader(TensorDataset(images[:64], torch.arange(64) % 37), batch_size=cfg["batch_size"])
-    loop = fine_tune.Loop(model, data, valid, torch.nn.CrossEntropyLoss(), device,
-                          pets_data.train_batch_transform(cfg["size"], cfg["min_scale"]),
-                          pets_data.valid_batch_transform(cfg["size"]), lambda r: None)  # fmt: skip
-    lrs = pets_model.discriminative_lrs(1e-5, 1e-3, 3)
+    dls = DataLoaders(data, valid, pets_data.train_batch_transform(cfg["size"], cfg["min_scale"]),
+                      pets_data.valid_batch_transform(cfg["size"]))
+    learn = Learner(model, dls, torch.nn.CrossEntropyLoss(), compute, splitter=pets_model.layer_groups, name="bench")
+    lrs = discriminative_lrs(1e-5, 1e-3, 3)
     results[f"pets_{cfg['arch']}_{cfg['size']}px_unfrozen"] = _time_epoch(
-        lambda: fine_tune.fit_one_cycle(loop, 1, lrs, 0.3, 5.0, "bench"), n_pets)
+        lambda: learn.fit_one_cycle(1, lrs, pct_start=0.3, div=5.0), n_pets)
     return {"device": device.type, "samples_per_s": results}
 
 

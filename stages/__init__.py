@@ -1,6 +1,7 @@
-"""Stage code for the fastai chapter 4 and 5 pipeline.
+"""The fastai chapter 4 and 5 pipeline.
 
-Each stage is a thin entry module (``python -m stages.<name>``) that reads its declared params, calls the
-library modules beside it, and writes its outputs atomically. ``dvc.yaml`` lists, for each stage, exactly the
-params keys (``PARAMS`` in the entry module) and the code files it reads; ``tests/test_dvc_yaml.py`` checks it.
+The top level holds one module per DVC stage (``python -m stages.<name>``, named as the stage in dvc.yaml) and the
+user commands that are not stages. Everything they call lives in the rooms beneath: ``core`` (running a stage,
+params and their schema, atomic writes, devices, dvclive, evaluation, downloads), ``mnist`` (chapter 4),
+``pets`` (chapter 5's data and model) and ``learner`` (fastai's Learner). README.md maps every stage and room.
 """

@@ -1,4 +1,10 @@
-"""Stage baseline: chapter 4's pixel-similarity classifier on the prepared MNIST digits."""
+"""Stage baseline: chapter 4's pixel-similarity classifier on the prepared digits.
+
+Reads:  data/mnist/train.npz (the mean image of each digit), data/mnist/valid.npz
+Writes: metrics/baseline/metrics.json                   accuracy per distance, overall and per digit
+        metrics/baseline/plots/sklearn/confusion_<d>.json  actual/predicted per image, for each distance <d>
+        metrics/baseline/confusion_<d>.png, metrics/baseline/mean_images.png
+"""
 
 from pathlib import Path
 
@@ -6,11 +12,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from stages import atomic, cli, evaluation, params, pixel_similarity
-from stages.live_logger import live_logger
-from stages.mnist_prepared import load_split
+from stages.core import atomic, evaluation, stage
+from stages.core.live import live_logger
+from stages.mnist import pixel_similarity
+from stages.mnist.data import load_split
 
 PARAMS = ["baseline.distances"]
+DATA = Path("data/mnist")
 OUT = Path("metrics/baseline")
 
 
@@ -23,26 +31,22 @@ def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
     evaluation.save_figure(fig, path)
 
 
-def main() -> None:
-    p = params.load(PARAMS)
-    distances = list(p["baseline.distances"])
-    train_x, train_y = load_split("train")
-    valid_x, valid_y = load_split("valid")
+def main(p: dict) -> None:
+    train_x, train_y = load_split(DATA, "train")
+    valid_x, valid_y = load_split(DATA, "valid")
     digits = sorted(torch.unique(train_y).tolist())
     classes = [str(d) for d in digits]
     means = pixel_similarity.mean_images(train_x, train_y, digits)
     actual = np.searchsorted(digits, valid_y.numpy())
 
     report = {}
-    with atomic.output_dir(OUT) as plots, live_logger(plots) as live:
-        for kind in distances:
-            pred = pixel_similarity.predict(valid_x, means, kind).numpy()
-            report[kind] = evaluation.accuracy_report(actual, pred, classes)
-            live.log_sklearn_plot("confusion_matrix", [classes[i] for i in actual], [classes[i] for i in pred],
-                                  name=f"confusion_{kind}.json")  # fmt: skip
-            title = f"pixel similarity, {kind}"
-            evaluation.plot_confusion(plots / f"confusion_{kind}.png", actual, pred, classes, title)
-        plot_means(means, classes, plots / "mean_images.png")
+    with atomic.output_dir(OUT) as out, live_logger(out) as live:
+        for kind in p["baseline.distances"]:
+            predicted = pixel_similarity.predict(valid_x, means, kind).numpy()
+            report[kind] = evaluation.accuracy_report(actual, predicted, classes)
+            evaluation.log_confusion(live, out, actual, predicted, classes, f"pixel similarity, {kind}",
+                                     name=f"confusion_{kind}")  # fmt: skip
+        plot_means(means, classes, out / "mean_images.png")
         live.summary.update(report)  # metrics/baseline/metrics.json, laid out like every model's
         live.make_summary()
     for kind, figures in report.items():
@@ -50,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    stage.run(main, __doc__, PARAMS)

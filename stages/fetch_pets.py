@@ -1,26 +1,29 @@
-"""Stage fetch_pets: Oxford-IIIT Pets into data/raw/pets (images/, annotations/), generated or downloaded."""
+"""Stage fetch_pets: Oxford-IIIT Pets in its own layout, generated (source: sample) or downloaded (source: full).
+
+Writes: data/raw/pets/images/        <Breed_name>_<n>.jpg (and the set's few odd files)
+        data/raw/pets/annotations/   list.txt, trainval.txt, test.txt
+"""
 
 from pathlib import Path
 
-from stages import atomic, cli, download, params, pets_standin
+from stages.core import atomic, download, stage
+from stages.pets import standin
 
 PARAMS = ["source", "pets.download", "pets.standin"]
 OUT = Path("data/raw/pets")
 
 
-def main() -> None:
-    p = params.load(PARAMS)
+def main(p: dict) -> None:
     with atomic.output_dir(OUT) as tmp:
         if p["source"] == "sample":
-            s = p["pets.standin"]
-            pets_standin.generate(tmp, s["seed"], s["images_per_breed"], s["min_side"], s["max_side"])
-        else:  # full (params_schema allows nothing else)
+            standin.generate(tmp, **p["pets.standin"])
+        else:  # full (the schema allows nothing else)
             spec = p["pets.download"]
             download.fetch_and_extract(spec["mirrors"], spec["files"], tmp)
             for folder in ("images", "annotations"):
                 if not (tmp / folder).is_dir():
-                    raise cli.UserError(f"Pets archives did not contain '{folder}/' as Oxford-IIIT Pets does")
+                    raise stage.UserError(f"Pets archives did not contain '{folder}/' as Oxford-IIIT Pets does")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    stage.run(main, __doc__, PARAMS)

@@ -1,7 +1,10 @@
-"""Stage lr_find_pets: fastai's learning-rate finder on the Pets model, in the state fine_tune starts from.
+"""Stage lr_find_pets: fastai's learning-rate finder on the Pets learner, in the state fine_tune starts from.
 
-Writes metrics/pets/lr_find/: curve.csv (lr, log10 lr, smoothed loss), suggestions.json (valley, minimum,
-steep and the one ``lr_find.suggestion`` picks, which train_pets uses when ``fine_tune.lr: auto``) and lr_find.png.
+Reads:  data/pets (presized images and labels)
+Writes: metrics/pets/lr_find/curve.csv         lr, log10 lr and smoothed loss of every batch of the sweep
+        metrics/pets/lr_find/suggestions.json  valley, minimum and steep, and the one ``lr_find.suggestion``
+                                               chose (train_pets uses it when ``fine_tune.base_lr: auto``)
+        metrics/pets/lr_find/lr_find.png
 """
 
 from pathlib import Path
@@ -10,7 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from stages import atomic, cli, devices, evaluation, lr_finder, params, pets_model, pets_setup
+from stages.core import atomic, evaluation, stage
+from stages.core.devices import Compute
+from stages.learner import lr_find
+from stages.pets.data import read_index
+from stages.pets.learner import pets_learner, wants_pretrained
 
 PARAMS = ["source", "device", "pets_model", "lr_find"]
 OUT = Path("metrics/pets/lr_find")
@@ -26,22 +33,17 @@ def plot(path: Path, lrs: list[float], losses: list[float], suggestions: dict) -
     evaluation.save_figure(fig, path)
 
 
-def main() -> None:
-    p = params.load(PARAMS)
+def main(p: dict) -> None:
     cfg, finder = p["pets_model"], p["lr_find"]
-    device = devices.pick(p["device"])
-    setup = pets_setup.prepare(cfg, p["source"], device)
-    if setup.pretrained:
-        pets_model.freeze(setup.model)  # a pretrained learner starts frozen, as fine_tune's first phase
-    groups = len(pets_model.layer_groups(setup.model))
-    make_optimizer = lambda m: pets_model.adam(pets_model.param_groups(m, [finder["start_lr"]] * groups, pets_model.WEIGHT_DECAY))  # noqa: E731
-    lrs, losses = lr_finder.sweep(setup.model, setup.train, setup.loss_fn, make_optimizer, device,
-                                  finder["start_lr"], finder["end_lr"], finder["num_it"], setup.train_transform)  # fmt: skip
-    suggestions = lr_finder.suggest(lrs, losses, finder["num_it"])
+    pretrained = wants_pretrained(cfg["weights"], p["source"])
+    learn = pets_learner(cfg, pretrained, Compute.from_params(p["device"]), read_index()["classes"])
+    if pretrained:
+        learn.freeze()  # a pretrained learner starts frozen, as fine_tune's first phase
+    lrs, losses = learn.lr_find(finder["start_lr"], finder["end_lr"], finder["num_it"])
+    suggestions = lr_find.suggest(lrs, losses, finder["num_it"])
     chosen = finder["suggestion"]
     with atomic.output_dir(OUT) as out:
-        curve = pd.DataFrame({"lr": lrs, "log10_lr": np.log10(lrs), "loss": losses})
-        curve.to_csv(out / "curve.csv", index=False)
+        pd.DataFrame({"lr": lrs, "log10_lr": np.log10(lrs), "loss": losses}).to_csv(out / "curve.csv", index=False)
         summary = {"iterations": len(lrs), "suggestions": suggestions,
                    "chosen": {"name": chosen, "lr": suggestions[chosen]["lr"]}}  # fmt: skip
         atomic.write_json(out / "suggestions.json", summary)
@@ -51,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    stage.run(main, __doc__, PARAMS)

@@ -1,15 +1,18 @@
-"""Stage presize_pets: label, split and presize Oxford-IIIT Pets into data/pets.
+"""Stage presize_pets: label, split and presize Oxford-IIIT Pets (fastai's item transform ``Resize(presize)``).
 
-Writes ``{train,valid}_images.npy`` (N, presize, presize, 3 uint8, memory-mappable), ``{train,valid}_labels.npy``
-and ``index.json`` (breed names in fastai's sorted vocab order, and the file of every stored image), plus a
-summary with counts and the files that failed to decode.
+Reads:  data/raw/pets/images, data/raw/pets/annotations
+Writes: data/pets/{train,valid}_images.npy   (N, presize, presize, 3) uint8, memory-mappable
+        data/pets/{train,valid}_labels.npy   class index of each image
+        data/pets/index.json                 breed names in fastai's sorted vocab order; the file of every image
+        metrics/data/pets.json               images per split, and the files that could not be decoded
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from stages import atomic, cli, params, pets_layout, presize, splits
+from stages.core import atomic, stage
+from stages.pets import layout, presize
 
 PARAMS = ["pets.split", "pets.valid_pct", "pets.seed", "pets.presize", "pets.presize_workers"]
 RAW = Path("data/raw/pets")
@@ -17,25 +20,14 @@ OUT = Path("data/pets")
 SUMMARY = Path("metrics/data/pets.json")
 
 
-def split_files(files: list[str], how: str, valid_pct: float, seed: int) -> dict[str, list[int]]:
-    if how == "random":
-        train, valid = splits.random_split(len(files), valid_pct, seed)
-    else:  # official
-        listed = {name: pets_layout.read_split_list(RAW / "annotations" / f"{name}.txt") for name in ("trainval", "test")}
-        train = [i for i, f in enumerate(files) if f in listed["trainval"]]
-        valid = [i for i, f in enumerate(files) if f in listed["test"]]
-    return {"train": list(train), "valid": list(valid)}
-
-
-def main() -> None:
-    p = params.load(PARAMS)
+def main(p: dict) -> None:
     images_dir = RAW / "images"
     if not images_dir.is_dir():
-        raise cli.UserError(f"{images_dir}: not found; run 'dvc repro fetch_pets' first")
-    labelled = pets_layout.labelled_images(images_dir)
+        raise stage.UserError(f"{images_dir}: not found; run 'dvc repro fetch_pets' first")
+    labelled = layout.labelled_images(images_dir)
     files = [name for name, _ in labelled]
     classes = sorted({breed for _, breed in labelled})  # fastai's vocab: sorted, so cats come first
-    split_index = split_files(files, p["pets.split"], p["pets.valid_pct"], p["pets.seed"])
+    split_index = layout.split_files(files, p["pets.split"], p["pets.valid_pct"], p["pets.seed"], RAW / "annotations")
 
     summary: dict = {"classes": len(classes), "skipped": [], "splits": {}}
     index: dict = {"classes": classes, "files": {}}
@@ -58,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    stage.run(main, __doc__, PARAMS)

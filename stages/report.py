@@ -1,8 +1,9 @@
 """Stage report: every model's figures in one flat summary, and a Markdown report a person reads.
 
-metrics/summary.json has one level of readable keys (good columns in ``dvc exp show``, rows in
-``dvc metrics diff``). metrics/report.md compares each model with the pixel-similarity baseline and with the
-book's figures, and shows the confusion matrices, the lr_find curve, the most-confused pairs and the top losses.
+Reads:  metrics/baseline, metrics/data/mnist.json, metrics/mnist/<model>, metrics/pets/{lr_find,train,interpret}
+Writes: metrics/summary.json   one level of readable keys: columns in ``dvc exp show``, rows in ``dvc metrics diff``
+        metrics/report.md      each model against the pixel-similarity baseline and the book, with the confusion
+                               matrices, the lr_find curve, the most-confused pairs and the top losses
 """
 
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages import atomic, cli, params
+from stages.core import atomic, stage
 
 PARAMS = ["source"]
 METRICS = Path("metrics")
@@ -25,7 +26,7 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise cli.UserError(f"{path}: cannot read ({exc}); rerun 'dvc repro'") from None
+        raise stage.UserError(f"{path}: cannot read ({exc}); rerun 'dvc repro'") from None
 
 
 def summarize() -> dict:
@@ -88,8 +89,7 @@ def render(summary: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = params.load(PARAMS)
+def main(p: dict) -> None:
     summary = summarize()
     atomic.write_json(SUMMARY, summary)
     with atomic.output_file(REPORT) as tmp:
@@ -98,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    stage.run(main, __doc__, PARAMS)

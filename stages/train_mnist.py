@@ -1,67 +1,52 @@
-"""Stage train_mnist@<model>: train one of chapter 4's models (linear, simple_net, resnet18) on the digits.
+"""Stage train_mnist@<model>: train one of chapter 4's models on the prepared digits.
 
-Writes metrics/mnist/<model>/ (dvclive: metrics.json, per-epoch curves, confusion records; confusion PNG)
-and data/models/mnist/<model>/ (model.pt weights, run_info.json with the device and timings).
+    python -m stages.train_mnist {linear,simple_net,resnet18}
+
+Reads:  data/mnist/train.npz, data/mnist/valid.npz
+Writes: metrics/mnist/<model>/metrics.json                 accuracy (overall, averaged, per digit), loss
+        metrics/mnist/<model>/plots/metrics/<key>.tsv       per-epoch train_loss, valid_loss and accuracy (dvclive)
+        metrics/mnist/<model>/plots/sklearn/confusion.json  actual/predicted per validation digit
+        metrics/mnist/<model>/confusion.png
+        data/models/mnist/<model>/model.pt, run_info.json   the weights; the device and versions it trained with
 """
 
-import sys
 import time
 from pathlib import Path
 
-import torch
-
-from stages import atomic, cli, devices, evaluation, mnist_recipes, params, training
-from stages.live_logger import live_logger
-from stages.mnist_prepared import load_split
+from stages.core import atomic, checkpoint, evaluation, stage
+from stages.core.devices import Compute
+from stages.core.live import epoch_logger, live_logger
+from stages.learner.learner import decode
+from stages.mnist import MODELS
+from stages.mnist.data import Digits
+from stages.mnist.recipes import RECIPES
 
 PARAMS = ["device", "mnist_models.{model}"]
+DATA = Path("data/mnist")
 METRICS = Path("metrics/mnist")
-MODELS = Path("data/models/mnist")
+MODELS_OUT = Path("data/models/mnist")
 
 
-def load_digits() -> mnist_recipes.Digits:
-    train_x, train_digits = load_split("train")
-    valid_x, valid_digits = load_split("valid")
-    digits = sorted(torch.unique(train_digits).tolist())
-    to_index = lambda labels: torch.searchsorted(torch.tensor(digits), labels)  # noqa: E731
-    return mnist_recipes.Digits(train_x, to_index(train_digits), valid_x, to_index(valid_digits), [str(d) for d in digits])
+def main(p: dict, model: str) -> None:
+    cfg, compute = p[f"mnist_models.{model}"], Compute.from_params(p["device"])
+    digits = Digits.load(DATA)
 
-
-def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in mnist_recipes.RECIPES:
-        raise cli.UserError(f"usage: python -m stages.train_mnist {{{','.join(mnist_recipes.RECIPES)}}}")
-    name = sys.argv[1]
-    p = params.load([key.format(model=name) for key in PARAMS])
-    cfg, device = p[f"mnist_models.{name}"], devices.pick(p["device"])
-    digits = load_digits()
-
-    with atomic.output_dir(METRICS / name) as metrics_dir, atomic.output_dir(MODELS / name) as model_dir:
+    with atomic.output_dir(METRICS / model) as metrics_dir, atomic.output_dir(MODELS_OUT / model) as model_dir:
         with live_logger(metrics_dir) as live:
-
-            def log_epoch(record: dict) -> None:
-                for key in ("train_loss", "valid_loss", "accuracy"):
-                    live.log_metric(key, record[key])
-                live.next_step()
-
             start = time.perf_counter()
-            result = mnist_recipes.RECIPES[name](digits, cfg, device, log_epoch)
+            result = RECIPES[model](digits, cfg, compute, epoch_logger(live))
             seconds = time.perf_counter() - start
 
-            predicted = training.decode(result.outputs).numpy()
+            predicted = decode(result.outputs).numpy()
             actual = digits.valid_y.numpy()
             report = evaluation.accuracy_report(actual, predicted, digits.classes)
             live.summary.update({**report, "loss": round(result.history[-1]["valid_loss"], 6), **result.extra})
             live.make_summary()
-            names = digits.classes
-            live.log_sklearn_plot("confusion_matrix", [names[i] for i in actual], [names[i] for i in predicted], name="confusion.json")
-            evaluation.plot_confusion(metrics_dir / "confusion.png", actual, predicted, names, f"MNIST {name}, validation")
-
-        torch.save(result.state_dict, model_dir / "model.pt")
-        # No timings here: they differ every run and would change the output's hash (benchmarks/ measures speed).
-        info = {**devices.run_info(device), "model": name, "epochs": len(result.history)}
-        atomic.write_json(model_dir / "run_info.json", info)
-    print(f"{name}: accuracy {report['accuracy']:.4f} on {len(actual)} validation digits, {seconds:.1f}s on {device.type}")
+            evaluation.log_confusion(live, metrics_dir, actual, predicted, digits.classes, f"MNIST {model}, validation")
+        info = {**compute.run_info(), "model": model, "epochs": len(result.history)}
+        checkpoint.save(model_dir, result.state_dict, info)
+    print(f"{model}: accuracy {report['accuracy']:.4f} on {len(actual)} validation digits, {seconds:.1f}s on {compute.device.type}")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    stage.run(main, __doc__, PARAMS, choices={"model": MODELS})

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from stages import atomic
+from stages.core import atomic
 
 
 def test_output_dir_replaces_target_only_on_success(tmp_path):

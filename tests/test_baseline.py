@@ -3,7 +3,9 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, pairwise_distances
 
-from stages import evaluation, mnist_data, pixel_similarity, prepare_mnist
+from stages.core import evaluation
+from stages.mnist import data as mnist_data
+from stages.mnist import pixel_similarity
 
 
 def test_distances_match_an_independent_computation():
@@ -30,7 +32,7 @@ def test_mean_images_and_nearest_mean():
 
 def test_sample_baseline_agrees_with_an_independent_computation():
     images, labels = mnist_data.read_sample()
-    split = prepare_mnist.select_and_split({"images": images, "labels": labels}, [3, 7], 0.2, 42)
+    split = mnist_data.select_and_split({"images": images, "labels": labels}, [3, 7], 0.2, 42, source="sample")
     (train_x, train_y), (valid_x, valid_y) = split["train"], split["valid"]
     to_t = lambda a: torch.from_numpy(a).float() / 255  # noqa: E731
     means = pixel_similarity.mean_images(to_t(train_x), torch.from_numpy(train_y), [3, 7])

@@ -30,10 +30,10 @@ BOOK_PETS = {
     "pets_model.min_scale": 0.75, "pets_model.batch_size": 64, "pets_model.workers": 8,
 }  # fmt: skip
 # fine_tune(2) with fastai's default base_lr 2e-3: book error 0.1062 frozen, then 0.0954, 0.0805.
-FINE_TUNE_2 = {"fine_tune": {"epochs": 2, "freeze_epochs": 1, "lr": 2e-3, "lr_mult": 100, "pct_start": 0.3,
+FINE_TUNE_2 = {"fine_tune": {"epochs": 2, "freeze_epochs": 1, "base_lr": 2e-3, "lr_mult": 100, "pct_start": 0.3,
                              "div": 5.0, "freeze_lr": "base", "freeze_pct_start": 0.99}}  # fmt: skip
 # fit_one_cycle(3, 3e-3) frozen, unfreeze, fit_one_cycle(12, slice(1e-6, 1e-4)): book error 0.0541.
-SCHEDULE_3_12 = {"fine_tune": {"epochs": 12, "freeze_epochs": 3, "lr": 2e-4, "lr_mult": 100, "pct_start": 0.25,
+SCHEDULE_3_12 = {"fine_tune": {"epochs": 12, "freeze_epochs": 3, "base_lr": 2e-4, "lr_mult": 100, "pct_start": 0.25,
                                "div": 25.0, "freeze_lr": 3e-3, "freeze_pct_start": 0.25}}  # fmt: skip
 
 

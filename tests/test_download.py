@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import copy_project, run_stage, tree_snapshot
 
-from stages import download
+from stages.core import download
 
 
 def md5_of(path: Path) -> str:

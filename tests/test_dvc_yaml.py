@@ -26,6 +26,7 @@ def expand(stages: dict) -> dict:
 
 
 STAGES = expand(DVC_YAML["stages"])
+USER_COMMANDS = {"predict", "compare"}  # modules in stages/ that are not stages
 
 
 def stage_module(stage: dict) -> str:
@@ -39,20 +40,34 @@ def declared_params(stage: dict, module) -> list[str]:
     return [key.format(model=stage.get("item")) for key in module.PARAMS]
 
 
+def module_file(module: str) -> Path:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    return path if path.is_file() else ROOT / module.replace(".", "/") / "__init__.py"
+
+
+def has_code(path: Path) -> bool:
+    """False for a docstring-only file, which can change no result (such package __init__s are nobody's dep)."""
+    body = ast.parse(path.read_text()).body
+    return not all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
 def imported_stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
-    """``module`` and every ``stages.*`` module it imports, transitively."""
+    """``module``, the packages above it (their ``__init__`` runs first) and every ``stages.*`` module it
+    imports, transitively."""
     seen = seen if seen is not None else set()
     if module in seen:
         return seen
     seen.add(module)
-    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "stages":
-            names = [f"stages.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
-            names = [node.module]
+    parts = module.split(".")
+    for i in range(1, len(parts)):
+        imported_stage_modules(".".join(parts[:i]), seen)
+    for node in ast.walk(ast.parse(module_file(module).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "stages":
+            # ``from stages.pets import model`` imports a module; ``from stages.pets import ARCHS`` a name
+            names = [f"{node.module}.{a.name}" if module_file(f"{node.module}.{a.name}").is_file() else node.module
+                     for a in node.names]  # fmt: skip
         elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.startswith("stages.")]
+            names = [a.name for a in node.names if a.name.split(".")[0] == "stages"]
         else:
             continue
         for name in names:
@@ -77,15 +92,18 @@ def test_params_are_exactly_what_the_stage_reads(name):
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_code_deps_are_exactly_the_modules_the_stage_imports(name):
     module = stage_module(STAGES[name])
-    code = {f"{m.replace('.', '/')}.py" for m in imported_stage_modules(module)}
-    declared = {d for d in STAGES[name]["deps"] if d.startswith("stages/")}
-    assert declared == code
+    files = {module_file(m) for m in imported_stage_modules(module)}
+    code = sorted(str(f.relative_to(ROOT)) for f in files if has_code(f))
+    declared = sorted(d for d in STAGES[name]["deps"] if d.startswith("stages/"))
+    assert declared == code, "deps for dvc.yaml:\n" + "\n".join(f"- {c}" for c in code)
 
 
-def test_package_init_has_no_code():
-    # It is imported by every stage but is nobody's dep: a docstring only keeps that honest.
-    body = ast.parse((ROOT / "stages/__init__.py").read_text()).body
-    assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+def test_stages_top_level_is_one_module_per_stage_plus_user_commands():
+    stage_modules = {stage_module(stage).split(".", 1)[1] for stage in STAGES.values()}
+    top_level = {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"}
+    assert top_level - stage_modules <= USER_COMMANDS
+    assert stage_modules <= top_level
+    assert {name.split("@")[0] for name in STAGES} == stage_modules  # named as the stage
 
 
 def lookup(dotted: str):

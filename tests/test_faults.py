@@ -33,7 +33,7 @@ import torch
 from conftest import copy_project, run_stage
 from dvc.repo import Repo
 
-from stages import cli
+from stages.core import stage
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -49,7 +49,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     [
         ({"pets.valid_pct": 1.5}, "pets.valid_pct: 1.5 is not allowed; expected a number > 0 and < 1"),
         ({"mnist_models.linear.lr": 0}, "mnist_models.linear.lr: 0 is not allowed; expected a number > 0"),
-        ({"fine_tune.lr": -0.1}, "fine_tune.lr: -0.1 is not allowed; expected 'auto' or a number > 0"),
+        ({"fine_tune.base_lr": -0.1}, "fine_tune.base_lr: -0.1 is not allowed; expected 'auto' or a number > 0"),
         ({"pets_model.arch": "vgg16"}, "pets_model.arch: 'vgg16' is not allowed; expected one of ['resnet18'"),
         ({"mnist.digits": [3]}, "mnist.digits: [3] is not allowed; expected a list of two or more different digits"),
         ({"mnist.digits": [3, 10]}, "mnist.digits: [3, 10] is not allowed"),
@@ -164,7 +164,7 @@ def test_permission_denied_is_one_line_naming_the_path(capsys):
         raise PermissionError(13, "Permission denied", "data/raw/mnist")
 
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(main)
+        stage.guarded(main)
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip() == "error: cannot write or read data/raw/mnist: Permission denied"
 

@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from stages import devices, linear_by_hand, mnist_models, mnist_recipes, training
-from stages.cli import UserError
+from stages.core import devices
+from stages.core.devices import Compute
+from stages.core.stage import UserError
+from stages.learner import schedule
+from stages.learner.learner import decode
+from stages.mnist import linear_by_hand
+from stages.mnist import models as mnist_models
+from stages.mnist import recipes as mnist_recipes
+from stages.mnist.data import Digits
+
+CPU = Compute(torch.device("cpu"), mixed=False)
 
 
 def test_mnist_loss_is_the_books():
@@ -78,7 +87,7 @@ def test_step_moves_against_the_gradient_and_zeroes_it():
 
 def test_one_cycle_has_fastais_shape():
     opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.1, betas=(0.9, 0.99))
-    sched = training.one_cycle(opt, max_lr=0.1, total_steps=100, pct_start=0.25)
+    sched = schedule.one_cycle(opt, max_lr=0.1, total_steps=100, pct_start=0.25)
     lrs, moms = [], []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])
@@ -102,7 +111,7 @@ def test_device_auto_falls_back_and_bad_names_are_errors():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="'cuda' is not available"):
             devices.pick("cuda")
-    assert devices.run_info(torch.device("cpu"))["mixed_precision"] == "off"
+    assert CPU.run_info()["mixed_precision"] == "off"
 
 
 def test_models_take_28x28_digits():
@@ -112,18 +121,18 @@ def test_models_take_28x28_digits():
 
 
 def test_decode_follows_the_books_convention():
-    assert training.decode(torch.tensor([[3.0], [-2.0]])).tolist() == [0, 1]  # > 0 means "a 3": class 0
-    assert training.decode(torch.tensor([[0.1, 0.9, 0.0]])).tolist() == [1]
+    assert decode(torch.tensor([[3.0], [-2.0]])).tolist() == [0, 1]  # > 0 means "a 3": class 0
+    assert decode(torch.tensor([[0.1, 0.9, 0.0]])).tolist() == [1]
 
 
-def _toy_digits(n_classes: int, n: int = 120) -> mnist_recipes.Digits:
+def _toy_digits(n_classes: int, n: int = 120) -> Digits:
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(n) % n_classes
     images = torch.rand(n, 28, 28, generator=g) * 0.3
     for c in range(n_classes):  # each class lights up its own band of rows: easy to learn
         images[labels == c, 4 + 8 * c : 10 + 8 * c] += 0.7
     cut = n * 2 // 3
-    return mnist_recipes.Digits(images[:cut], labels[:cut], images[cut:], labels[cut:], [str(c) for c in range(n_classes)])
+    return Digits(images[:cut], labels[:cut], images[cut:], labels[cut:], [str(c) for c in range(n_classes)])
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -132,7 +141,7 @@ def test_recipes_learn_and_are_identical_twice_on_cpu(name, n_classes):
     cfg = {"linear": {"init_std": 0.1, "batch_size": 16, "lr": 1.0, "epochs": 5, "seed": 3},
            "simple_net": {"hidden": 8, "batch_size": 16, "lr": 0.5, "epochs": 8, "seed": 3}}[name]  # fmt: skip
     digits = _toy_digits(n_classes)
-    runs = [mnist_recipes.RECIPES[name](digits, cfg, torch.device("cpu"), lambda record: None) for _ in range(2)]
+    runs = [mnist_recipes.RECIPES[name](digits, cfg, CPU, lambda record: None) for _ in range(2)]
     assert runs[0].history[-1]["accuracy"] >= 0.9
     assert runs[0].outputs.shape == (40, 1 if n_classes == 2 else n_classes)
     without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in run.history] for run in runs]
@@ -143,20 +152,20 @@ def test_recipes_learn_and_are_identical_twice_on_cpu(name, n_classes):
 def test_one_cycle_too_short_to_warm_up_is_a_clear_error():
     opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=0.1)
     with pytest.raises(UserError, match="smaller batch_size or more epochs"):
-        training.one_cycle(opt, max_lr=0.1, total_steps=4, pct_start=0.25)
+        schedule.one_cycle(opt, max_lr=0.1, total_steps=4, pct_start=0.25)
 
 
 def test_resnet18_recipe_runs_with_one_cycle():
     cfg = {"batch_size": 8, "lr": 0.01, "pct_start": 0.25, "epochs": 1, "seed": 0}
     epochs = []
-    result = mnist_recipes.train_resnet18(_toy_digits(3, 96), cfg, torch.device("cpu"), epochs.append)
+    result = mnist_recipes.train_resnet18(_toy_digits(3, 96), cfg, CPU, epochs.append)
     assert len(epochs) == 1 and result.outputs.shape == (32, 3)
     assert "conv1.weight" in result.state_dict
 
 
 def test_saved_weights_load_with_weights_only(tmp_path):
     result = mnist_recipes.train_linear(_toy_digits(2), {"init_std": 0.1, "batch_size": 16, "lr": 1.0, "epochs": 1, "seed": 0},
-                                        torch.device("cpu"), lambda r: None)  # fmt: skip
+                                        CPU, lambda r: None)  # fmt: skip
     torch.save(result.state_dict, tmp_path / "model.pt")
     loaded = torch.load(tmp_path / "model.pt", weights_only=True)
     torch.testing.assert_close(loaded["weights"], result.state_dict["weights"])

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params
-from stages.cli import UserError
+from stages.core import params
+from stages.core.stage import UserError
 
 DEFAULTS = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
 

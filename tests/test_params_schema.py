@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params_schema
-from stages.cli import UserError
+from stages.core import schema as params_schema
+from stages.core.stage import UserError
 
 DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import pets_layout, pets_standin, presize, splits
-from stages.presize_pets import split_files
+from stages.core import splits
+from stages.pets import layout as pets_layout
+from stages.pets import presize
+from stages.pets import standin as pets_standin
 
 PER_BREED = 4
 
@@ -109,9 +111,8 @@ def test_random_split_is_fastais_random_splitter():
     assert sorted(valid.tolist()) == sorted(torch.randperm(7390)[:1478].tolist())
 
 
-def test_official_split_uses_the_annotation_lists(standin, monkeypatch):
-    monkeypatch.setattr("stages.presize_pets.RAW", standin)
+def test_official_split_uses_the_annotation_lists(standin):
     files = [name for name, _ in pets_layout.labelled_images(standin / "images")]
-    index = split_files(files, "official", 0.2, 42)
+    index = pets_layout.split_files(files, "official", 0.2, 42, standin / "annotations")
     assert len(index["train"]) + len(index["valid"]) == len(files)
     assert all(int(files[i].rsplit("_", 1)[1][:-4]) % 2 == 1 for i in index["train"])

@@ -9,8 +9,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from stages import fine_tune, interpretation, lr_finder, pets_data, pets_model, pets_setup
-from stages.cli import UserError
+from stages.core.devices import Compute
+from stages.core.stage import UserError
+from stages.learner import interpret as interpretation
+from stages.learner import lr_find as lr_finder
+from stages.learner.learner import DataLoaders, Learner
+from stages.learner.optimizer import BN_TYPES, param_groups
+from stages.learner.schedule import discriminative_lrs
+from stages.pets import data as pets_data
+from stages.pets import model as pets_model
+from stages.pets.learner import wants_pretrained
+
+CPU = Compute(torch.device("cpu"), mixed=False)
 
 
 def toy_regression(seed: int = 0):
@@ -23,8 +33,9 @@ def toy_regression(seed: int = 0):
 
 def run_toy_sweep(model, num_it=100, optimizer=torch.optim.Adam):
     torch.manual_seed(0)
-    return lr_finder.sweep(model, toy_regression(), nn.functional.mse_loss, lambda m: optimizer(m.parameters(), lr=1e-7),
-                           torch.device("cpu"), 1e-7, 10, num_it)  # fmt: skip
+    data = toy_regression()
+    learn = Learner(model, DataLoaders(data, data), nn.functional.mse_loss, CPU, opt_func=optimizer, wd=0.0)
+    return learn.lr_find(1e-7, 10, num_it)
 
 
 def test_lr_find_on_a_toy_regression_suggests_the_expected_decade():
@@ -78,14 +89,15 @@ def resnet():
 
 def test_freeze_keeps_batchnorm_trainable_in_frozen_groups(resnet):
     groups = pets_model.layer_groups(resnet)
-    pets_model.freeze(resnet)
+    learn = Learner(resnet, DataLoaders([], []), nn.CrossEntropyLoss(), CPU, splitter=pets_model.layer_groups)
+    learn.freeze()
     for group in groups[:-1]:
         for module in group.modules():
             for param in module.parameters(recurse=False):
-                assert param.requires_grad == isinstance(module, pets_model.BN_TYPES)
+                assert param.requires_grad == isinstance(module, BN_TYPES)
     assert all(p.requires_grad for p in groups[-1].parameters())
     assert any(not p.requires_grad for p in groups[0].parameters())
-    pets_model.unfreeze(resnet)
+    learn.unfreeze()
     assert all(p.requires_grad for p in resnet.parameters())
 
 
@@ -98,13 +110,13 @@ def test_layer_groups_are_fastais_resnet_split(resnet):
 
 
 def test_discriminative_rates_are_geometric_and_monotone(resnet):
-    lrs = pets_model.discriminative_lrs(1e-5, 1e-3, 3)
+    lrs = discriminative_lrs(1e-5, 1e-3, 3)
     assert lrs == pytest.approx([1e-5, 1e-4, 1e-3])
-    assert pets_model.discriminative_lrs(None, 1e-3, 3) == pytest.approx([1e-4, 1e-4, 1e-3])
-    groups = pets_model.param_groups(resnet, lrs, 0.01)
+    assert discriminative_lrs(None, 1e-3, 3) == pytest.approx([1e-4, 1e-4, 1e-3])
+    groups = param_groups(pets_model.layer_groups(resnet), lrs, 0.01)
     rates = [g["lr"] for g in groups]
     assert rates == sorted(rates) and len(groups) == 6
-    bn_params = {id(p) for m in resnet.modules() if isinstance(m, pets_model.BN_TYPES) for p in m.parameters()}
+    bn_params = {id(p) for m in resnet.modules() if isinstance(m, BN_TYPES) for p in m.parameters()}
     for group in groups:
         if group["weight_decay"] > 0:
             assert not any(id(p) in bn_params for p in group["params"])
@@ -128,9 +140,9 @@ def test_fine_tune_runs_both_phases_and_ends_unfrozen():
     x, y = torch.randint(0, 256, (16, 3, 24, 24), dtype=torch.uint8), torch.arange(16) % 3
     data = DataLoader(TensorDataset(x, y), batch_size=4)
     epochs = []
-    loop = fine_tune.Loop(model, data, data, nn.CrossEntropyLoss(), torch.device("cpu"),
-                          pets_data.train_batch_transform(16, 0.75), pets_data.valid_batch_transform(16), epochs.append)  # fmt: skip
-    history = fine_tune.fine_tune(loop, epochs=2, base_lr=1e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0)
+    dls = DataLoaders(data, data, pets_data.train_batch_transform(16, 0.75), pets_data.valid_batch_transform(16))
+    learn = Learner(model, dls, nn.CrossEntropyLoss(), CPU, splitter=pets_model.layer_groups, on_epoch=epochs.append)
+    history = learn.fine_tune(epochs=2, base_lr=1e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0)
     assert len(history) == 3 == len(epochs)
     assert all(p.requires_grad for p in model.parameters())
 
@@ -147,8 +159,8 @@ def test_imagenet_weights_offline_is_one_clear_error(monkeypatch):
 
 
 def test_weights_auto_follows_the_data_switch():
-    assert pets_setup.wants_pretrained("auto", "full") and not pets_setup.wants_pretrained("auto", "sample")
-    assert pets_setup.wants_pretrained("imagenet", "sample") and not pets_setup.wants_pretrained("none", "full")
+    assert wants_pretrained("auto", "full") and not wants_pretrained("auto", "sample")
+    assert wants_pretrained("imagenet", "sample") and not wants_pretrained("none", "full")
 
 
 def test_most_confused_is_sorted_and_honours_min_val():

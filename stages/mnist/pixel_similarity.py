@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-DISTANCES = ("l1", "l2")
+from stages.mnist import DISTANCES
 
 
 def mean_images(images: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:

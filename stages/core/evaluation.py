@@ -1,5 +1,5 @@
-"""Classification results a reviewer reads: accuracy figures and a confusion-matrix picture. (Per-sample
-records for DVC's confusion template come from dvclive's ``log_sklearn_plot``.)"""
+"""Classification results a reviewer reads: accuracy figures, and the one confusion logger (per-image records
+for DVC's confusion template, through dvclive, and a confusion-matrix picture)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI or a training server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from dvclive import Live  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
 
-from stages import atomic  # noqa: E402
+from stages.core import atomic  # noqa: E402
 
 
 def accuracy_report(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
@@ -41,3 +42,11 @@ def plot_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, classe
     )  # fmt: skip
     ax.set_title(title)
     save_figure(fig, path)
+
+
+def log_confusion(live: Live, folder: Path, actual: np.ndarray, predicted: np.ndarray, classes: list[str],
+                  title: str, name: str = "confusion") -> None:  # fmt: skip
+    """``plots/sklearn/<name>.json`` (actual/predicted per image, DVC's confusion template) and ``<name>.png``."""
+    live.log_sklearn_plot("confusion_matrix", [classes[i] for i in actual], [classes[i] for i in predicted],
+                          name=f"{name}.json")  # fmt: skip
+    plot_confusion(Path(folder) / f"{name}.png", actual, predicted, classes, title)

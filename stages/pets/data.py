@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from stages.cli import UserError
+from stages.core.stage import UserError
 
 DATA = Path("data/pets")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
-from stages.cli import UserError
+from stages.core.stage import UserError
 
 OFFLINE_HINT = "to run offline on the bundled sample data, set 'source: sample' in params.yaml"
 

@@ -1,13 +1,15 @@
-"""dvclive as the stages use it: a logger of metrics, per-epoch curves and confusion records, nothing more."""
+"""dvclive as the stages use it: per-epoch curves and a summary, logged the same way by every training stage."""
 
 from __future__ import annotations
 
 import tempfile
 from contextlib import chdir, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from dvclive import Live
+
+EpochLogger = Callable[[dict], None]
 
 
 @contextmanager
@@ -24,3 +26,17 @@ def live_logger(directory: Path) -> Iterator[Live]:
         live = Live(str(directory), dvcyaml=False, save_dvc_exp=False)
     with live:
         yield live
+
+
+def epoch_logger(live: Live, keys: tuple[str, ...] = ("train_loss", "valid_loss", "accuracy"),
+                 error_rate: bool = False) -> EpochLogger:  # fmt: skip
+    """The one per-epoch logger: each key of the epoch record becomes a curve (plots/metrics/<key>.tsv)."""
+
+    def log_epoch(record: dict) -> None:
+        for key in keys:
+            live.log_metric(key, record[key])
+        if error_rate:
+            live.log_metric("error_rate", 1 - record["accuracy"])
+        live.next_step()
+
+    return log_epoch

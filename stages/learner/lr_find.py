@@ -1,5 +1,5 @@
-"""fastai's learning-rate finder: train on a copy of the model while the learning rate grows exponentially,
-record the smoothed loss, stop when it diverges, and suggest a learning rate from the curve.
+"""fastai's learning-rate finder, the parts that are not the training step: the exponential schedule, the
+smoothed loss, when to stop, and the suggestions read off the curve. ``Learner.lr_find`` runs the sweep.
 
 - schedule: ``lr_i = start_lr * (end_lr / start_lr) ** (i / num_it)`` for batch i (fastai's ``SchedExp``);
 - smoothing: exponential moving average, beta 0.98, debiased (fastai's ``AvgSmoothLoss``);
@@ -10,50 +10,35 @@ record the smoothed loss, stop when it diverges, and suggest a learning rate fro
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Callable
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
-from stages import training
-from stages.cli import UserError
+from stages.core.stage import UserError
+from stages.learner import LR_SUGGESTIONS
+
+MIN_ITERATIONS = 6  # fastai's floor on num_it
 
 
-def sweep(
-    model: nn.Module,
-    train: DataLoader,
-    loss_fn: Callable,
-    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-    device: torch.device,
-    start_lr: float,
-    end_lr: float,
-    num_it: int,
-    transform: training.BatchTransform | None = None,
-    beta: float = 0.98,
-) -> tuple[list[float], list[float]]:
-    """``(lrs, smoothed losses)``, one per batch. ``model`` itself is never touched: the sweep trains a copy."""
-    model = copy.deepcopy(model)
-    model.train()
-    optimizer = make_optimizer(model)
-    num_it = max(num_it, 6)  # as fastai
-    lrs, losses, average, best = [], [], 0.0, math.inf
-    while True:
-        for xb, yb in train:
-            i = len(lrs)
-            lr = start_lr * (end_lr / start_lr) ** (i / num_it)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = training.train_step(model, xb, yb, loss_fn, optimizer, device, transform)
-            average = beta * average + (1 - beta) * loss.item()
-            smoothed = average / (1 - beta ** (i + 1))
-            lrs.append(lr)
-            losses.append(smoothed)
-            best = min(best, smoothed)
-            if smoothed > 4 * best or math.isnan(smoothed) or len(lrs) >= num_it:
-                return lrs, losses
+def exponential_lr(start_lr: float, end_lr: float, i: int, num_it: int) -> float:
+    return start_lr * (end_lr / start_lr) ** (i / num_it)
+
+
+class SmoothedLoss:
+    """Debiased exponential moving average of the batch losses; ``diverged`` once it passes 4x its best."""
+
+    def __init__(self, beta: float = 0.98):
+        self.beta, self.average, self.count, self.best = beta, 0.0, 0, math.inf
+
+    def add(self, loss: float) -> float:
+        self.average = self.beta * self.average + (1 - self.beta) * loss
+        self.count += 1
+        smoothed = self.average / (1 - self.beta**self.count)
+        self.best = min(self.best, smoothed)
+        return smoothed
+
+    def diverged(self, smoothed: float) -> bool:
+        return smoothed > 4 * self.best or math.isnan(smoothed)
 
 
 def valley(lrs: torch.Tensor, losses: torch.Tensor) -> tuple[float, int]:
@@ -93,10 +78,11 @@ def suggest(lrs: list[float], losses: list[float], num_it: int) -> dict[str, dic
     if len(lrs_t) < 2:
         raise UserError(
             f"lr_find stopped after {len(lrs)} of {num_it} iterations, too few to suggest a learning rate: "
-            "lower lr_find.start_lr, or set fine_tune.lr to a number"
+            "lower lr_find.start_lr, or set fine_tune.base_lr to a number"
         )
+    functions = {"valley": valley, "minimum": minimum, "steep": steep}
     result = {}
-    for name, func in (("valley", valley), ("minimum", minimum), ("steep", steep)):
-        lr, idx = func(lrs_t, losses_t)
+    for name in LR_SUGGESTIONS:
+        lr, idx = functions[name](lrs_t, losses_t)
         result[name] = {"lr": lr, "point_lr": float(lrs_t[idx]), "point_loss": float(losses_t[idx])}
     return result

@@ -26,6 +26,14 @@ def remove_stale_tmp(target: Path) -> None:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
 
+def _start(target: Path) -> tuple[Path, Path]:
+    """The target as a Path, its folder created, stale temporaries gone, and the temporary sibling to write."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(target)
+    return target, _tmp_sibling(target)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -36,10 +44,7 @@ def _remove(path: Path) -> None:
 @contextmanager
 def output_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(target)
-    tmp = _tmp_sibling(target)
+    target, tmp = _start(target)
     tmp.mkdir()
     try:
         yield tmp
@@ -57,10 +62,7 @@ def output_dir(target: Path) -> Iterator[Path]:
 @contextmanager
 def output_file(target: Path) -> Iterator[Path]:
     """Yield a temporary path that is renamed to ``target`` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(target)
-    tmp = _tmp_sibling(target)
+    target, tmp = _start(target)
     try:
         yield tmp
         os.replace(tmp, target)

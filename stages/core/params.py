@@ -1,4 +1,4 @@
-"""Read declared keys from params.yaml: the single source of truth for every parameter."""
+"""Read declared keys from params.yaml, the single source of truth for every parameter."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from stages.cli import UserError
-from stages.params_schema import validate
+from stages.core.schema import validate
+from stages.core.stage import UserError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -23,7 +23,7 @@ def lookup(tree: dict, dotted_key: str, source: Path) -> Any:
 
 
 def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Validate all of params.yaml (stages.params_schema), then return ``{dotted_key: value}`` for exactly
+    """Validate all of params.yaml (stages.core.schema), then return ``{dotted_key: value}`` for exactly
     ``keys``. There are no defaults here on purpose: a stage sees only what params.yaml says.
     """
     try:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from stages.cli import UserError
+from stages.core.stage import UserError
+from stages.learner import LR_SUGGESTIONS
+from stages.mnist import DISTANCES, MODELS
+from stages.pets import ARCHS
 
 Check = Callable[[Any], str | None]  # returns what is allowed when the value is not
 
@@ -68,8 +71,8 @@ def digits(v: Any) -> str | None:
 
 
 def distances(v: Any) -> str | None:
-    ok = isinstance(v, list) and v and all(d in ("l1", "l2") for d in v) and len(set(v)) == len(v)
-    return None if ok else "a non-empty list of 'l1' and/or 'l2'"
+    ok = isinstance(v, list) and v and all(d in DISTANCES for d in v) and len(set(v)) == len(v)
+    return None if ok else f"a non-empty list of {' and/or '.join(map(repr, DISTANCES))}"
 
 
 SEED = integer(0)
@@ -97,7 +100,7 @@ SCHEMA: dict[str, Any] = {
                      "epochs": integer(1), "seed": SEED},
     },  # fmt: skip
     "pets_model": {
-        "arch": choice("resnet18", "resnet34", "resnet50"),
+        "arch": choice(*ARCHS),
         "weights": choice("auto", "imagenet", "none"),
         "size": integer(8),
         "min_scale": number(above=0, at_least=0.01, below=1.0000001),
@@ -107,9 +110,9 @@ SCHEMA: dict[str, Any] = {
         "seed": SEED,
     },
     "lr_find": {"start_lr": number(above=0), "end_lr": number(above=0), "num_it": integer(6),
-                "suggestion": choice("valley", "minimum", "steep")},  # fmt: skip
+                "suggestion": choice(*LR_SUGGESTIONS)},  # fmt: skip
     "fine_tune": {
-        "epochs": integer(1), "freeze_epochs": integer(0), "lr": number_or("auto", above=0), "lr_mult": number(at_least=1),
+        "epochs": integer(1), "freeze_epochs": integer(0), "base_lr": number_or("auto", above=0), "lr_mult": number(at_least=1),
         "pct_start": number(above=0, below=1), "div": number(above=0), "freeze_lr": number_or("base", above=0),
         "freeze_pct_start": number(above=0, below=1),
     },  # fmt: skip

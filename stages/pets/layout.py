@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from stages.core import splits
+
 # The 37 breeds in the dataset's class-id order (1-based ids follow this list).
 BREEDS = [
     "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal",
@@ -57,3 +59,15 @@ def read_split_list(path: Path) -> set[str]:
     """Image file names listed in an annotation file such as ``trainval.txt``."""
     lines = Path(path).read_text().splitlines()
     return {line.split()[0] + ".jpg" for line in lines if line.strip() and not line.startswith("#")}
+
+
+def split_files(files: list[str], how: str, valid_pct: float, seed: int, annotations: Path) -> dict[str, list[int]]:
+    """Indices into ``files`` of each split: fastai's ``RandomSplitter(valid_pct, seed)`` (``random``), or the
+    dataset's own ``trainval.txt`` / ``test.txt`` (``official``)."""
+    if how == "random":
+        train, valid = splits.random_split(len(files), valid_pct, seed)
+    else:  # official
+        listed = {name: read_split_list(Path(annotations) / f"{name}.txt") for name in ("trainval", "test")}
+        train = [i for i, f in enumerate(files) if f in listed["trainval"]]
+        valid = [i for i, f in enumerate(files) if f in listed["test"]]
+    return {"train": list(train), "valid": list(valid)}

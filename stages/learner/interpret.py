@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from stages import evaluation
+from stages.core import evaluation
 
 
 def most_confused(actual: np.ndarray, predicted: np.ndarray, classes: list[str], min_val: int) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stages.pets_layout import BREEDS, LIST_HEADER, annotation_row
+from stages.pets.layout import BREEDS, LIST_HEADER, annotation_row
 
 SHAPES = ["ellipse", "rectangle", "triangle", "pentagon", "hexagon", "star"]
 PATTERNS = ["plain", "stripes", "spots", "checks"]

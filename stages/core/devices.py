@@ -1,0 +1,72 @@
+"""Where training computes: the device and its numeric precision, and a description of the run (recorded beside
+the weights, never in metrics).
+
+On CUDA the models train in bf16 mixed precision with channels-last convolutions and pinned, non-blocking host to
+device copies; on the CPU in float32.
+"""
+
+from __future__ import annotations
+
+import platform
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stages.core.stage import UserError
+
+
+def pick(name: str) -> torch.device:
+    """``auto``: CUDA if present, else Apple's MPS, else CPU. A named device that is absent is an error.
+    (The schema has already checked ``name`` is one of auto, cuda, mps, cpu.)"""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
+    if not available[name]:
+        raise UserError(f"params.yaml: device {name!r} is not available here; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """A device and how to compute on it: ``mixed`` means bf16 autocast and channels-last memory."""
+
+    device: torch.device
+    mixed: bool
+
+    @classmethod
+    def from_params(cls, device: str) -> Compute:
+        picked = pick(device)
+        return cls(picked, mixed=picked.type == "cuda")
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.mixed)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.mixed else model
+
+    def to_device(self, xb: torch.Tensor, yb: torch.Tensor, transform=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy a batch to the device, then apply the batch transform there (augmentation runs on the device)."""
+        xb = xb.to(self.device, non_blocking=True)
+        if transform is not None:
+            xb = transform(xb)
+        if self.mixed and xb.ndim == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, yb.to(self.device, non_blocking=True)
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    def run_info(self) -> dict:
+        info = {
+            "device": self.device.type,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "mixed_precision": "bf16" if self.mixed else "off",
+        }
+        if self.device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info

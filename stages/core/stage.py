@@ -1,0 +1,69 @@
+"""Running a stage module: ``python -m stages.<name> [--help]``.
+
+Every stage module ends with ``stage.run(main, __doc__, PARAMS)``. ``--help`` prints the module's docstring (what
+the stage reads, what it writes, which params it uses) and exits 0 before anything is read or written. An unknown
+argument, a bad params.yaml or any other problem the user can fix is one ``error:`` line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+USAGE_EXIT = 2  # argparse's convention for a bad command line
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad params, unreachable download, corrupt input): no traceback."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints a usage block; one line is enough here
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(USAGE_EXIT)
+
+
+def parser(doc: str, params: Sequence[str], prog: str, choices: dict[str, Sequence[str]] | None = None):
+    keys = ", ".join(params) if params else "none"
+    p = _OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"params.yaml keys: {keys}")  # fmt: skip
+    for name, allowed in (choices or {}).items():
+        p.add_argument(name, choices=list(allowed))
+    return p
+
+
+def guarded(main: Callable[[], None]) -> None:
+    """Run ``main``; a ``UserError`` or an error about a named path becomes one line on stderr and exit 1."""
+    try:
+        main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a path we were given: a bug, so keep the traceback
+        # A read-only data/, a full disk, a file where a folder belongs: say which path and why.
+        print(f"error: cannot write or read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(main: Callable[..., None], doc: str, params: Sequence[str], choices: dict[str, Sequence[str]] | None = None,
+        argv: Sequence[str] | None = None) -> None:  # fmt: skip
+    """Parse the command line, load and validate params.yaml whole, then call ``main(p, **arguments)``.
+
+    ``params`` are dotted keys; a ``{name}`` in one is filled from the positional argument of that name
+    (``mnist_models.{model}``). Output is line-buffered so each progress line reaches a log as it is printed.
+    """
+    module = sys.modules.get("__main__")
+    prog = f"python -m {module.__spec__.name}" if module and module.__spec__ else sys.argv[0]
+    args = vars(parser(doc, params, prog, choices).parse_args(argv))
+    sys.stdout.reconfigure(line_buffering=True)
+
+    def body() -> None:
+        from stages.core import params as params_file  # it raises UserError, defined here
+
+        p = params_file.load([key.format(**args) for key in params])
+        main(p, **args)
+
+    guarded(body)
