@@ -1,8 +1,8 @@
 """Stage baseline: chapter 4's pixel-similarity classifier on the prepared digits.
 
 Reads:  data/mnist/train.npz (the mean image of each digit), data/mnist/valid.npz
-Writes: metrics/baseline/metrics.json                   accuracy per distance, overall and per digit
-        metrics/baseline/plots/sklearn/confusion_<d>.json  actual/predicted per image, for each distance <d>
+Writes: metrics/baseline/metrics.json          accuracy per distance <d> (l1, l2) with its 95% interval, per digit
+        metrics/baseline/predictions.csv       item (row of the raw file), actual digit, the digit each <d> predicts
         metrics/baseline/confusion_<d>.png, metrics/baseline/mean_images.png
 """
 
@@ -12,12 +12,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from stages.core import atomic, evaluation, stage
-from stages.core.live import live_logger
+from stages.core import atomic, cpu, evaluation, stage
 from stages.mnist import pixel_similarity
 from stages.mnist.data import load_split
 
-PARAMS = ["baseline.distances"]
+PARAMS = ["compute.cpu_threads", "baseline.distances"]
 DATA = Path("data/mnist")
 OUT = Path("metrics/baseline")
 
@@ -32,25 +31,23 @@ def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
 
 
 def main(p: dict) -> None:
-    train_x, train_y = load_split(DATA, "train")
-    valid_x, valid_y = load_split(DATA, "valid")
+    cpu.use_threads(p["compute.cpu_threads"])
+    train_x, train_y, _ = load_split(DATA, "train")
+    valid_x, valid_y, valid_ids = load_split(DATA, "valid")
     digits = sorted(torch.unique(train_y).tolist())
     classes = [str(d) for d in digits]
     means = pixel_similarity.mean_images(train_x, train_y, digits)
     actual = np.searchsorted(digits, valid_y.numpy())
 
-    report = {}
-    with atomic.output_dir(OUT) as out, live_logger(out) as live:
-        for kind in p["baseline.distances"]:
-            predicted = pixel_similarity.predict(valid_x, means, kind).numpy()
-            report[kind] = evaluation.accuracy_report(actual, predicted, classes)
-            evaluation.log_confusion(live, out, actual, predicted, classes, f"pixel similarity, {kind}",
-                                     name=f"confusion_{kind}")  # fmt: skip
+    predicted = {kind: pixel_similarity.predict(valid_x, means, kind).numpy() for kind in p["baseline.distances"]}
+    report = {kind: evaluation.accuracy_report(actual, pred, classes) for kind, pred in predicted.items()}
+    with atomic.output_dir(OUT) as out:
+        atomic.write_json(out / "metrics.json", report)
+        evaluation.write_predictions(out, [str(i) for i in valid_ids], actual, predicted, classes, "pixel similarity")
         plot_means(means, classes, out / "mean_images.png")
-        live.summary.update(report)  # metrics/baseline/metrics.json, laid out like every model's
-        live.make_summary()
     for kind, figures in report.items():
-        print(f"pixel similarity ({kind}): accuracy {figures['accuracy']:.4f}, per class {figures['per_class']}")
+        print(f"pixel similarity ({kind}): accuracy {figures['accuracy']:.4f} [95% CI {figures['accuracy_low']:.3f}, "
+              f"{figures['accuracy_high']:.3f}] on {figures['images']} validation digits")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Stage interpret_pets: what the Pets model gets wrong (fastai's ``ClassificationInterpretation``).
 
 Reads:  data/pets (validation split), data/models/pets/model.pt
-Writes: metrics/pets/interpret/plots/sklearn/confusion.json  actual/predicted breed per validation image
+Writes: metrics/pets/interpret/predictions.csv     item (image file), actual and predicted breed, its probability
         metrics/pets/interpret/confusion.png
-        metrics/pets/interpret/most_confused.csv            pairs with at least ``interpret.min_val`` images
-        metrics/pets/interpret/top_losses.png               the ``interpret.top_losses`` worst validation images
+        metrics/pets/interpret/most_confused.csv   pairs with at least ``interpret.min_val`` images
+        metrics/pets/interpret/top_losses.png      the ``interpret.top_losses`` worst validation images
 """
 
 from pathlib import Path
@@ -15,18 +15,17 @@ import torch
 
 from stages.core import atomic, checkpoint, evaluation, stage
 from stages.core.devices import Compute
-from stages.core.live import live_logger
 from stages.learner import interpret
 from stages.learner.learner import evaluate, loader
 from stages.pets import data, model
 
-PARAMS = ["device", "interpret"]
+PARAMS = ["compute", "interpret"]
 MODEL = Path("data/models/pets/model.pt")
 OUT = Path("metrics/pets/interpret")
 
 
 def main(p: dict) -> None:
-    settings, compute = p["interpret"], Compute.from_params(p["device"])
+    settings, compute = p["interpret"], Compute.from_params(p["compute"])
     saved = checkpoint.load(MODEL, rerun="train_pets")
     classes = saved["classes"]
     net = model.build(saved["arch"], pretrained=False, n_classes=len(classes))
@@ -36,13 +35,14 @@ def main(p: dict) -> None:
                                    torch.nn.CrossEntropyLoss(), compute, data.valid_batch_transform(saved["size"]))  # fmt: skip
     predicted, actual = outputs.argmax(1).numpy(), targets.numpy()
 
+    probabilities = outputs.softmax(1)
     with atomic.output_dir(OUT) as out:
-        with live_logger(out) as live:
-            evaluation.log_confusion(live, out, actual, predicted, classes, "Pets, validation")
+        files = data.read_index()["files"]["valid"]
+        evaluation.write_predictions(out, files, actual, {"predicted": predicted}, classes, "Pets, validation",
+                                     extra={"probability": probabilities.max(1).values.numpy()})  # fmt: skip
         confused = interpret.most_confused(actual, predicted, classes, settings["min_val"])
         pd.DataFrame(confused, columns=["actual", "predicted", "count"]).to_csv(out / "most_confused.csv", index=False)
         losses, index = interpret.top_losses(outputs, targets, settings["top_losses"])
-        probabilities = outputs.softmax(1)
         titles = [f"{classes[predicted[i]]} / {classes[actual[i]]} / {loss:.2f} / {probabilities[i, predicted[i]]:.2f}"
                   for loss, i in zip(losses.tolist(), index.tolist())]  # fmt: skip
         images = np.stack([valid.images[i] for i in index.tolist()]) if len(index) else np.zeros((0, 1, 1, 3), np.uint8)

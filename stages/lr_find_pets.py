@@ -19,7 +19,7 @@ from stages.learner import lr_find
 from stages.pets.data import read_index
 from stages.pets.learner import pets_learner, wants_pretrained
 
-PARAMS = ["source", "device", "pets_model", "lr_find"]
+PARAMS = ["source", "compute", "pets_model", "lr_find"]
 OUT = Path("metrics/pets/lr_find")
 
 
@@ -36,7 +36,7 @@ def plot(path: Path, lrs: list[float], losses: list[float], suggestions: dict) -
 def main(p: dict) -> None:
     cfg, finder = p["pets_model"], p["lr_find"]
     pretrained = wants_pretrained(cfg["weights"], p["source"])
-    learn = pets_learner(cfg, pretrained, Compute.from_params(p["device"]), read_index()["classes"])
+    learn = pets_learner(cfg, pretrained, Compute.from_params(p["compute"]), read_index()["classes"])
     if pretrained:
         learn.freeze()  # a pretrained learner starts frozen, as fine_tune's first phase
     lrs, losses = learn.lr_find(finder["start_lr"], finder["end_lr"], finder["num_it"])

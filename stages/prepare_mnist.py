@@ -1,7 +1,7 @@
 """Stage prepare_mnist: keep the chosen digits and split them.
 
 Reads:  data/raw/mnist/mnist.npz
-Writes: data/mnist/train.npz, data/mnist/valid.npz   uint8 images and digit labels
+Writes: data/mnist/train.npz, data/mnist/valid.npz   uint8 images, digit labels, ids (rows of the raw file)
         metrics/data/mnist.json                       images per split and per digit
 The full download keeps MNIST's own train/test split (for 3 and 7: the book's 12396 / 2038); the sample has
 no official split, so it is split stratified by ``mnist.valid_pct`` and ``mnist.seed``.
@@ -24,8 +24,8 @@ def main(p: dict) -> None:
     split_data = data.select_and_split(data.load_raw(RAW), list(p["mnist.digits"]), p["mnist.valid_pct"],
                                        p["mnist.seed"], source=RAW)  # fmt: skip
     with atomic.output_dir(OUT) as tmp:
-        for name, (images, labels) in split_data.items():
-            np.savez(tmp / f"{name}.npz", images=images, labels=labels)
+        for name, (images, labels, ids) in split_data.items():
+            np.savez(tmp / f"{name}.npz", images=images, labels=labels, ids=ids)
     atomic.write_json(COUNTS, data.counts(split_data))
 
 

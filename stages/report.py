@@ -29,19 +29,31 @@ def read_json(path: Path) -> dict:
         raise stage.UserError(f"{path}: cannot read ({exc}); rerun 'dvc repro'") from None
 
 
+def with_bounds(prefix: str, figures: dict, key: str) -> dict:
+    """``{prefix_key: value, prefix_key_low: .., prefix_key_high: ..}`` from a metrics file's figures."""
+    return {f"{prefix}_{key}{end}": figures[f"{key}{end}"] for end in ("", "_low", "_high")}
+
+
 def summarize() -> dict:
-    baseline = read_json(METRICS / "baseline/metrics.json")
-    summary = {f"mnist_pixel_{kind}_accuracy": figures["accuracy"] for kind, figures in baseline.items()}
+    """Every headline figure under one flat key, each accuracy and error rate with its 95% interval."""
+    summary = {}
+    for kind, figures in read_json(METRICS / "baseline/metrics.json").items():
+        summary |= with_bounds(f"mnist_pixel_{kind}", figures, "accuracy")
     for model in MNIST_MODELS:
-        summary[f"mnist_{model}_accuracy"] = read_json(METRICS / "mnist" / model / "metrics.json")["accuracy"]
+        summary |= with_bounds(f"mnist_{model}", read_json(METRICS / "mnist" / model / "metrics.json"), "accuracy")
     pets = read_json(METRICS / "pets/train/metrics.json")
-    for key in ("error_rate", "accuracy", "top5_accuracy", "valid_loss", "lr"):
-        summary[f"pets_{key}"] = pets[key]
+    for key in ("error_rate", "accuracy", "top5_accuracy"):
+        summary |= with_bounds("pets", pets, key)
+    summary |= {"pets_valid_loss": pets["valid_loss"], "pets_lr": pets["lr"]}
     return summary
 
 
 def points(value: float, reference: float) -> str:
     return f"{100 * (value - reference):+.1f}"
+
+
+def interval(summary: dict, key: str) -> str:
+    return f"{summary[key]:.4f} [{summary[key + '_low']:.3f}, {summary[key + '_high']:.3f}]"
 
 
 def render(summary: dict, source: str) -> str:
@@ -55,17 +67,20 @@ def render(summary: dict, source: str) -> str:
         f"Data: `source: {source}`; MNIST digits {', '.join(digits)} ({counts['train']['total']} train / "
         f"{counts['valid']['total']} validation).", "",
         f"## MNIST{note}", "",
-        "| model | accuracy | vs pixel similarity (L1), points | book | vs book, points |",
+        "Each figure comes with its 95% interval (Wilson, from the counts): with a small validation set, a change",
+        "inside the interval may be chance. `python -m stages.compare` tests a change image by image.", "",
+        "| model | accuracy [95% interval] | vs pixel similarity (L1), points | book | vs book, points |",
         "|---|---|---|---|---|",
     ]  # fmt: skip
-    rows = [("pixel similarity (L1)", "pixel_l1", baseline)]
+    rows = [("pixel similarity (L1)", "pixel_l1")] if baseline is not None else []
     if "mnist_pixel_l2_accuracy" in summary:
-        rows.append(("pixel similarity (L2)", None, summary["mnist_pixel_l2_accuracy"]))
-    rows += [(label, model, summary[f"mnist_{model}_accuracy"]) for model, label in MNIST_MODELS.items()]
-    for label, key, value in rows:
-        book = BOOK.get(key)
+        rows.append(("pixel similarity (L2)", "pixel_l2"))
+    rows += [(label, model) for model, label in MNIST_MODELS.items()]
+    for label, key in rows:
+        value, book = summary[f"mnist_{key}_accuracy"], BOOK.get(key)
         vs_base = points(value, baseline) if baseline is not None else "—"
-        lines.append(f"| {label} | {value:.4f} | {vs_base} | {book or '—'} | {points(value, book) if book else '—'} |")
+        vs_book = points(value, book) if book else "—"
+        lines.append(f"| {label} | {interval(summary, f'mnist_{key}_accuracy')} | {vs_base} | {book or '—'} | {vs_book} |")
     lines += ["", "![mean images](baseline/mean_images.png)", ""]
     lines += [f"![{label} confusion](mnist/{model}/confusion.png)" for model, label in MNIST_MODELS.items()]
 
@@ -73,10 +88,11 @@ def render(summary: dict, source: str) -> str:
     suggestions = read_json(METRICS / "pets/lr_find/suggestions.json")
     lines += [
         "", f"## Pets, 37 breeds{pets_note}", "",
-        "| error rate | accuracy | top-5 accuracy | validation loss | base lr | book error rate (resnet34, fine_tune(2)) |",
-        "|---|---|---|---|---|---|",
-        f"| {summary['pets_error_rate']:.4f} | {summary['pets_accuracy']:.4f} | {summary['pets_top5_accuracy']:.4f} "
-        f"| {summary['pets_valid_loss']:.4f} | {summary['pets_lr']:.2e} | {BOOK['pets_error_rate']} |",
+        "| error rate [95% interval] | accuracy | top-5 accuracy | validation loss | base lr | book error rate "
+        "(resnet34, fine_tune(2)) |", "|---|---|---|---|---|---|",
+        f"| {interval(summary, 'pets_error_rate')} | {interval(summary, 'pets_accuracy')} | "
+        f"{interval(summary, 'pets_top5_accuracy')} | {summary['pets_valid_loss']:.4f} | {summary['pets_lr']:.2e} "
+        f"| {BOOK['pets_error_rate']} |",
         "", "lr_find suggestions: " + ", ".join(f"{n} {s['lr']:.2e}" for n, s in suggestions["suggestions"].items())
         + f" (used: {suggestions['chosen']['name']})", "",
         "![lr_find](pets/lr_find/lr_find.png)", "", "### Most confused (actual, predicted, count)", "",

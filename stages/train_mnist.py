@@ -3,11 +3,13 @@
     python -m stages.train_mnist {linear,simple_net,resnet18}
 
 Reads:  data/mnist/train.npz, data/mnist/valid.npz
-Writes: metrics/mnist/<model>/metrics.json                 accuracy (overall, averaged, per digit), loss
-        metrics/mnist/<model>/plots/metrics/<key>.tsv       per-epoch train_loss, valid_loss and accuracy (dvclive)
-        metrics/mnist/<model>/plots/sklearn/confusion.json  actual/predicted per validation digit
+Writes: metrics/mnist/<model>/metrics.json               accuracy with its 95% interval, averaged and per digit;
+                                                         validation loss; the number of epochs (step)
+        metrics/mnist/<model>/plots/metrics/<key>.tsv     train_loss, valid_loss and accuracy per epoch (dvclive;
+                                                         live in dvclive/train_mnist@<model>/ while it trains)
+        metrics/mnist/<model>/predictions.csv             item (row of the raw file), actual and predicted digit
         metrics/mnist/<model>/confusion.png
-        data/models/mnist/<model>/model.pt, run_info.json   the weights; the device and versions it trained with
+        data/models/mnist/<model>/model.pt, run_info.json the weights and digits; the device and versions it used
 """
 
 import time
@@ -15,37 +17,39 @@ from pathlib import Path
 
 from stages.core import atomic, checkpoint, evaluation, stage
 from stages.core.devices import Compute
-from stages.core.live import epoch_logger, live_logger
+from stages.core.live import TrainingLog
 from stages.learner.learner import decode
 from stages.mnist import MODELS
 from stages.mnist.data import Digits
 from stages.mnist.recipes import RECIPES
 
-PARAMS = ["device", "mnist_models.{model}"]
+PARAMS = ["compute", "mnist_models.{model}"]
 DATA = Path("data/mnist")
 METRICS = Path("metrics/mnist")
 MODELS_OUT = Path("data/models/mnist")
 
 
 def main(p: dict, model: str) -> None:
-    cfg, compute = p[f"mnist_models.{model}"], Compute.from_params(p["device"])
+    cfg, compute = p[f"mnist_models.{model}"], Compute.from_params(p["compute"])
     digits = Digits.load(DATA)
 
     with atomic.output_dir(METRICS / model) as metrics_dir, atomic.output_dir(MODELS_OUT / model) as model_dir:
-        with live_logger(metrics_dir) as live:
+        with TrainingLog(f"train_mnist@{model}") as log:
             start = time.perf_counter()
-            result = RECIPES[model](digits, cfg, compute, epoch_logger(live))
+            result = RECIPES[model](digits, cfg, compute, log)
             seconds = time.perf_counter() - start
-
-            predicted = decode(result.outputs).numpy()
-            actual = digits.valid_y.numpy()
-            report = evaluation.accuracy_report(actual, predicted, digits.classes)
-            live.summary.update({**report, "loss": round(result.history[-1]["valid_loss"], 6), **result.extra})
-            live.make_summary()
-            evaluation.log_confusion(live, metrics_dir, actual, predicted, digits.classes, f"MNIST {model}, validation")
-        info = {**compute.run_info(), "model": model, "epochs": len(result.history)}
-        checkpoint.save(model_dir, result.state_dict, info)
-    print(f"{model}: accuracy {report['accuracy']:.4f} on {len(actual)} validation digits, {seconds:.1f}s on {compute.device.type}")
+            log.save(metrics_dir)
+        predicted, actual = decode(result.outputs).numpy(), digits.valid_y.numpy()
+        report = evaluation.accuracy_report(actual, predicted, digits.classes)
+        metrics = {**report, "loss": round(result.history[-1]["valid_loss"], 6), **result.extra, "step": log.epochs}
+        atomic.write_json(metrics_dir / "metrics.json", metrics)
+        items = [str(i) for i in digits.valid_ids]
+        evaluation.write_predictions(metrics_dir, items, actual, {"predicted": predicted}, digits.classes,
+                                     f"MNIST {model}, validation")  # fmt: skip
+        saved = {"model": model, "classes": digits.classes, "state_dict": result.state_dict}
+        checkpoint.save(model_dir, saved, {**compute.run_info(), "model": model, "epochs": len(result.history)})
+    print(f"{model}: accuracy {report['accuracy']:.4f} [95% CI {report['accuracy_low']:.3f}, "
+          f"{report['accuracy_high']:.3f}] on {report['images']} validation digits, {seconds:.1f}s on {compute.device.type}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared fixtures: a throwaway copy of the project as its own git + DVC repo, tiny params, a local HTTP server."""
+"""Shared fixtures: a throwaway copy of the project as its own git + DVC repo on tiny params, built once per session
+and copied for each test that changes it; a local HTTP server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
-                 ".gitignore"]
+                 ".gitignore"]  # fmt: skip
 
 # Small enough for seconds per stage, large enough that every breed and every stand-in quirk is present.
 TINY_PARAMS = {
@@ -24,17 +26,20 @@ TINY_PARAMS = {
     "pets.standin.min_side": 40,
     "pets.standin.max_side": 80,
     "pets.presize": 24,
-    "pets.presize_workers": 1,
     "mnist_models.linear.epochs": 3,
     "mnist_models.simple_net.epochs": 3,
     "pets_model.size": 16,
     "pets_model.batch_size": 16,
-    "pets_model.workers": 0,
     "lr_find.num_it": 20,
     "fine_tune.epochs": 1,
 }
+ALL_STAGES = {"check_params", "fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline",
+              "train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18", "lr_find_pets", "train_pets",
+              "interpret_pets", "report"}  # fmt: skip
 
 os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ["PIPELINE_PROGRESS"] = "off"
+os.environ.setdefault("PIPELINE_WORKERS", "2")
 
 
 def set_params(path: Path, updates: dict) -> None:
@@ -54,6 +59,13 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
+def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def copy_project(dest: Path, params: dict | None = None) -> Path:
     for name in PROJECT_FILES:
         src, dst = ROOT / name, dest / name
@@ -69,15 +81,50 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
+def repro(project: Path, *targets: str, **options) -> set[str]:
+    """Run ``dvc repro`` through DVC's API; the stages it ran, as DVC names them."""
+    from dvc.repo import Repo
+
+    with chdir(project), Repo(".") as repo:  # DVC resolves some paths against the working directory
+        return {stage.addressing for stage in repo.reproduce(list(targets) or None, **options)}
+
+
+def changed_stages(project: Path) -> set[str]:
+    """The stages ``dvc status`` flags: those whose own deps or params changed."""
+    from dvc.repo import Repo
+
+    with chdir(project), Repo(".") as repo:
+        return set(repo.status())
+
+
+@pytest.fixture(scope="session")
+def first_build(tmp_path_factory) -> tuple[Path, set[str]]:
+    """The project on tiny params, built with ``dvc repro`` and committed (dvc.lock, metrics) as a user's main
+    branch would be; and the stages that first run ran."""
+    project = copy_project(tmp_path_factory.mktemp("built") / "project")
+    ran = repro(project)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "built")
+    return project, ran
+
+
+@pytest.fixture(scope="session")
+def built(first_build) -> Path:
+    """The built project. Read it, never change it: tests that change things take a ``clone``."""
+    return first_build[0]
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh git + DVC repo holding a copy of the project with tiny params."""
-    return copy_project(tmp_path / "project")
+def clone(built: Path, tmp_path: Path) -> Path:
+    """A private copy of the built project (git history, DVC cache, data and all), free to change."""
+    dest = tmp_path / "project"
+    shutil.copytree(built, dest, symlinks=True)
+    return dest
 
 
-def run_stage(project_dir: Path, module: str) -> subprocess.CompletedProcess:
+def run_stage(project_dir: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     """Run a stage entry as DVC does (``python -m stages.X`` in the project root)."""
-    return subprocess.run([sys.executable, "-m", module], cwd=project_dir, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=project_dir, capture_output=True, text=True)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -106,3 +153,8 @@ def tree_snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def committed_files_changed(project: Path) -> str:
+    """``git status --porcelain`` of the project: empty when every tracked file is as committed."""
+    return git(project, "status", "--porcelain", "--untracked-files=no")

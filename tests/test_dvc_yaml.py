@@ -83,10 +83,28 @@ def covered(key: str, declared: list[str]) -> bool:
     return any(key == d or key.startswith(d + ".") for d in declared)
 
 
+WHOLE_FILE = "check_params"  # the one stage that reads every key of params.yaml
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_params_are_exactly_what_the_stage_reads(name):
     module = importlib.import_module(stage_module(STAGES[name]))
-    assert STAGES[name].get("params", []) == declared_params(STAGES[name], module)
+    expected = [{"params.yaml": None}] if name == WHOLE_FILE else declared_params(STAGES[name], module)
+    assert STAGES[name].get("params", []) == expected
+
+
+def out_settings(stage: dict) -> dict[str, dict]:
+    entries = stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
+    return {next(iter(e)) if isinstance(e, dict) else e: (next(iter(e.values())) if isinstance(e, dict) else {}) or {}
+            for e in entries}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_output_persists_and_every_stage_waits_for_the_params_check(name):
+    # persist: DVC never deletes an output before its stage runs, so a rejected edit or a failure loses nothing.
+    assert all(settings.get("persist") is True for settings in out_settings(STAGES[name]).values())
+    if name != WHOLE_FILE:
+        assert STAGES[name]["deps"][0] == "data/params.checked"
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -114,7 +132,7 @@ def lookup(dotted: str):
 
 
 def test_every_declared_key_exists_and_every_param_is_read_by_a_stage():
-    declared = [key for stage in STAGES.values() for key in stage.get("params", [])]
+    declared = [key for stage in STAGES.values() for key in stage.get("params", []) if isinstance(key, str)]
     for key in declared:
         lookup(key)
     leaves = []

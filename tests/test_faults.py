@@ -4,14 +4,18 @@
 |----------------------------------------------------|---------------------------------------------------|---------------------------------------|
 | bad params: unknown key, wrong type, out of range, | exit 1, one line naming key, value, what is       | nothing written                       |
 |   presize < size, unknown source/arch, bad digits  |   allowed, before any work                        |                                       |
-| stage killed part-way (SIGTERM, SIGKILL)           | the next ``dvc repro`` completes                  | no temporaries; ``dvc status`` clean  |
+| the same through ``dvc repro``                     | stop at check_params, before any stage runs       | every output and committed file as it |
+|                                                    |                                                   |   was: ``dvc status`` lists no deletion |
+| stage killed part-way (SIGTERM, SIGKILL)           | the next ``dvc repro`` completes                  | the committed results untouched until |
+|                                                    |                                                   |   then; no temporaries afterwards     |
+| stage failing part-way (lr_find diverges at once)  | exit 1, one line                                  | its last good outputs, unchanged      |
 | download: no network, 404, md5 mismatch, truncated | exit 1, one line naming the URL and how to switch | data/ as it was (test_download.py)    |
 |   archive, ``../``, absolute or link members        |   to ``source: sample``                           |                                       |
 | download interrupted mid-file                      | exit 1, one line naming the URL                   | data/ as it was                       |
 | corrupt or odd images (PNG/GIF/CMYK/RGBA/broken)   | decoded or counted as skipped and named           | metrics/data/pets.json lists them     |
 | unwritable output path (read-only data/, a file    | exit 1, one line naming the path                  | no traceback                          |
 |   where a folder belongs)                          |                                                   |                                       |
-| corrupt prepared data                              | exit 1, one line naming the file and the fix      | no outputs of the failed stage        |
+| corrupt prepared data                              | exit 1, one line naming the file and the fix      | the stage's last good outputs         |
 | a checkpoint carrying pickled code                 | refused by ``weights_only=True``, exit 1          | the code never runs                   |
 | a Git repository with no commit yet (``git init``)  | training stages run (dvclive issue #522)          | metrics written                       |
 """
@@ -25,51 +29,74 @@ import signal
 import subprocess
 import threading
 import time
-from contextlib import chdir
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import copy_project, run_stage
-from dvc.repo import Repo
+from conftest import changed_stages, committed_files_changed, copy_project, dvc, git, run_stage, set_params
 
+from stages import fetch_mnist
 from stages.core import stage
 
 
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
+def one_error_line(stderr: str, returncode: int) -> str:
+    assert returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
     return lines[0]
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        ({"pets.valid_pct": 1.5}, "pets.valid_pct: 1.5 is not allowed; expected a number > 0 and < 1"),
-        ({"mnist_models.linear.lr": 0}, "mnist_models.linear.lr: 0 is not allowed; expected a number > 0"),
-        ({"fine_tune.base_lr": -0.1}, "fine_tune.base_lr: -0.1 is not allowed; expected 'auto' or a number > 0"),
-        ({"pets_model.arch": "vgg16"}, "pets_model.arch: 'vgg16' is not allowed; expected one of ['resnet18'"),
-        ({"mnist.digits": [3]}, "mnist.digits: [3] is not allowed; expected a list of two or more different digits"),
-        ({"mnist.digits": [3, 10]}, "mnist.digits: [3, 10] is not allowed"),
-        ({"pets.presize": 12}, "pets_model.size: 16 is not allowed; expected at most pets.presize (12)"),
-        ({"source": "internet"}, "source: 'internet' is not allowed; expected one of ['sample', 'full']"),
-        ({"mnist.digitz": [1, 2]}, "mnist.digitz: unknown key under 'mnist'"),
-        ({"mnist_models.linear.epochs": "10"}, "mnist_models.linear.epochs: '10' is not allowed; expected an integer"),
-        ({"device": "gpu"}, "device: 'gpu' is not allowed"),
-    ],
-    ids=["valid_pct", "lr<=0", "fine_tune-lr", "arch", "one-digit", "digit-10", "presize<size", "source",
-         "typo-key", "type", "device"],  # fmt: skip
-)
-def test_bad_params_fail_before_any_work_with_one_line(tmp_path, change, expected):
+BAD_PARAMS = [
+    ({"pets.valid_pct": 1.5}, "pets.valid_pct: 1.5 is not allowed; expected a number > 0 and < 1"),
+    ({"mnist_models.linear.lr": 0}, "mnist_models.linear.lr: 0 is not allowed; expected a number > 0"),
+    ({"fine_tune.base_lr": -0.1}, "fine_tune.base_lr: -0.1 is not allowed; expected 'auto' or a number > 0"),
+    ({"pets_model.arch": "vgg16"}, "pets_model.arch: 'vgg16' is not allowed; expected one of ['resnet18'"),
+    ({"mnist.digits": [3]}, "mnist.digits: [3] is not allowed; expected a list of two or more different digits"),
+    ({"mnist.digits": [3, 10]}, "mnist.digits: [3, 10] is not allowed"),
+    ({"pets.presize": 12}, "pets_model.size: 16 is not allowed; expected at most pets.presize (12)"),
+    ({"source": "internet"}, "source: 'internet' is not allowed; expected one of ['sample', 'full']"),
+    ({"mnist.digitz": [1, 2]}, "mnist.digitz: unknown key under 'mnist'"),
+    ({"mnist_models.linear.epochs": "10"}, "mnist_models.linear.epochs: '10' is not allowed; expected an integer"),
+    ({"compute.device": "gpu"}, "compute.device: 'gpu' is not allowed"),
+    ({"compute.cpu_threads": 0}, "compute.cpu_threads: 0 is not allowed"),
+]
+BAD_IDS = ["valid_pct", "lr<=0", "fine_tune-lr", "arch", "one-digit", "digit-10", "presize<size", "source", "typo-key",
+           "type", "device", "threads"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD_PARAMS, ids=BAD_IDS)
+def test_bad_params_fail_before_any_work_with_one_line(tmp_path, monkeypatch, capsys, change, expected):
     project = copy_project(tmp_path / "p", change)
-    # Every stage validates the whole file through params.load; the first case checks three of them.
-    stages = ("stages.fetch_mnist", "stages.baseline", "stages.train_pets") if "pets.valid_pct" in change else ("stages.fetch_mnist",)
-    for stage in stages:
-        line = one_error_line(run_stage(project, stage))
-        assert expected in line, line
+    monkeypatch.chdir(project)
+    with pytest.raises(SystemExit) as exit_info:
+        stage.run(fetch_mnist.main, fetch_mnist.__doc__, fetch_mnist.PARAMS, argv=[])
+    line = one_error_line(capsys.readouterr().err, exit_info.value.code)
+    assert expected in line, line
     assert not (project / "data").exists() and not (project / "metrics").exists()
+
+
+def test_bad_params_stop_a_stage_process_the_same_way(tmp_path):
+    project = copy_project(tmp_path / "p", {"pets.valid_pct": 1.5})
+    for module in ("stages.check_params", "stages.train_pets"):
+        result = run_stage(project, module)
+        assert BAD_PARAMS[0][1] in one_error_line(result.stderr, result.returncode)
+    assert not (project / "data").exists() and not (project / "metrics").exists()
+
+
+@pytest.mark.parametrize("change", [{"pets.valid_pct": 1.5}, {"fine_tune.base_lr": -1}, {"interpret.min_vall": 1},
+                                    {"mnist_models.resnet18.pct_start": 2}, {"compute.device": "tpu"}],
+                         ids=["pets-valid-pct", "base-lr", "typo", "pct-start", "device"])  # fmt: skip
+def test_a_rejected_params_edit_through_dvc_deletes_nothing(clone, change):
+    set_params(clone / "params.yaml", change)
+    result = dvc(clone, "repro", check=False)
+    assert result.returncode != 0 and "error: params.yaml:" in result.stderr
+    # DVC removed nothing: no output is missing from the workspace, no committed file changed but params.yaml.
+    status = changed_stages(clone)
+    assert "deleted" not in str(status), status
+    assert committed_files_changed(clone) == " M params.yaml\n"
+    git(clone, "checkout", "--", "params.yaml")
+    assert changed_stages(clone) == set()
 
 
 def _wait_for(predicate, process, timeout: float = 120) -> None:
@@ -85,39 +112,45 @@ def _temporaries(project: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize(
-    ("sig", "moment", "target"),
+    ("sig", "target", "moment"),
     [
-        (signal.SIGTERM, "fetch_pets", "presize_pets"),
-        (signal.SIGKILL, "fetch_pets", "presize_pets"),
-        (signal.SIGKILL, "train_mnist@resnet18", "train_mnist@resnet18"),
+        (signal.SIGTERM, "fetch_pets", "standin-half-written"),
+        (signal.SIGKILL, "fetch_pets", "standin-half-written"),
+        (signal.SIGKILL, "train_mnist@resnet18", "first-epoch-logged"),
     ],
     ids=["sigterm-fetch_pets", "sigkill-fetch_pets", "sigkill-train_resnet18"],
 )
-def test_killed_stage_then_repro_completes_consistently(tmp_path, sig, moment, target):
-    project = copy_project(tmp_path / "p")
+def test_a_killed_stage_keeps_the_committed_results_and_the_next_repro_completes(clone, sig, target, moment):
     markers = {
         # half the stand-in written into the temporary folder, nothing renamed into place yet
-        "fetch_pets": lambda: any(len(list(t.glob("images/*"))) > 60 for t in (project / "data/raw").glob(".pets.tmp-*")),
-        # dvclive has logged at least one epoch into resnet18's temporary metrics folder
-        "train_mnist@resnet18": lambda: any((project / "metrics/mnist").glob(".resnet18.tmp-*/plots")),
-    }
-    process = subprocess.Popen(["dvc", "repro", target], cwd=project, start_new_session=True,
+        "standin-half-written": lambda: any(len(list(t.glob("images/*"))) > 60 for t in (clone / "data/raw").glob(".pets.tmp-*")),
+        # dvclive has logged an epoch of the rerun into its live folder
+        "first-epoch-logged": lambda: (clone / "dvclive/train_mnist@resnet18/plots/metrics/accuracy.tsv").is_file(),
+    }  # fmt: skip
+    process = subprocess.Popen(["dvc", "repro", "--force", "--single-item", target], cwd=clone, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         _wait_for(markers[moment], process)
     finally:
         os.killpg(process.pid, sig)
         process.wait(timeout=60)
+    assert committed_files_changed(clone) == ""  # the last good metrics, exactly
+    assert "deleted" not in str(changed_stages(clone))
 
-    result = subprocess.run(["dvc", "repro", target], cwd=project, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert _temporaries(project) == []
-    with chdir(project), Repo(".") as repo:
-        assert repo.status(targets=[target], with_deps=True) == {}
-    if moment == "fetch_pets":
-        assert len(list((project / "data/raw/pets/images").iterdir())) == 37 * 4 + 3
-    else:
-        assert (project / "metrics/mnist/resnet18/metrics.json").is_file()
+    dvc(clone, "repro", "--force", "--single-item", target)
+    assert _temporaries(clone) == []
+    assert committed_files_changed(clone) == "" and changed_stages(clone) == set()  # the same results again
+
+
+def test_a_stage_failing_part_way_keeps_its_last_good_outputs(clone):
+    before = (clone / "metrics/pets/lr_find/suggestions.json").read_bytes()
+    # lr_find starting at an lr so high that the loss diverges at once: too few points to suggest anything.
+    set_params(clone / "params.yaml", {"lr_find.start_lr": 1e3, "lr_find.end_lr": 1e9})
+    result = dvc(clone, "repro", "lr_find_pets", check=False)
+    assert result.returncode != 0 and "too few to suggest a learning rate" in result.stderr
+    assert (clone / "metrics/pets/lr_find/suggestions.json").read_bytes() == before
+    # check_params passed (dvc.lock records it); lr_find_pets failed and changed none of its outputs.
+    assert committed_files_changed(clone) == " M dvc.lock\n M params.yaml\n"
 
 
 class DropsMidFile(http.server.SimpleHTTPRequestHandler):
@@ -143,19 +176,22 @@ def test_download_interrupted_mid_file_is_one_line_and_leaves_data(tmp_path):
     try:
         project = copy_project(tmp_path / "p", {"source": "full", "pets.download.mirrors": [url],
                                                  "pets.download.files": {"images.tar.gz": "0" * 32}})  # fmt: skip
-        line = one_error_line(run_stage(project, "stages.fetch_pets"))
+        result = run_stage(project, "stages.fetch_pets")
     finally:
         server.shutdown()
         server.server_close()
+    line = one_error_line(result.stderr, result.returncode)
     assert url + "images.tar.gz" in line and ("interrupted" in line or "md5 mismatch" in line)
     assert list((project / "data/raw").iterdir()) == []
 
 
-def test_a_file_where_the_output_folder_belongs_is_one_line_naming_it(tmp_path):
+def test_a_file_where_the_output_folder_belongs_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     project = copy_project(tmp_path / "p")
     (project / "data").write_text("not a folder")
-    line = one_error_line(run_stage(project, "stages.fetch_mnist"))
-    assert "data/raw" in line
+    monkeypatch.chdir(project)
+    with pytest.raises(SystemExit) as exit_info:
+        stage.run(fetch_mnist.main, fetch_mnist.__doc__, fetch_mnist.PARAMS, argv=[])
+    assert "data/raw" in one_error_line(capsys.readouterr().err, exit_info.value.code)
 
 
 def test_permission_denied_is_one_line_naming_the_path(capsys):
@@ -169,14 +205,12 @@ def test_permission_denied_is_one_line_naming_the_path(capsys):
     assert capsys.readouterr().err.strip() == "error: cannot write or read data/raw/mnist: Permission denied"
 
 
-def test_corrupt_prepared_data_names_the_file_and_the_fix(tmp_path):
-    project = copy_project(tmp_path / "p")
-    assert run_stage(project, "stages.fetch_mnist").returncode == 0
-    assert run_stage(project, "stages.prepare_mnist").returncode == 0
-    (project / "data/mnist/train.npz").write_bytes(b"PK\x03\x04 truncated")
-    line = one_error_line(run_stage(project, "stages.baseline"))
+def test_corrupt_prepared_data_names_the_file_and_the_fix_and_keeps_the_last_results(clone):
+    (clone / "data/mnist/train.npz").write_bytes(b"PK\x03\x04 truncated")
+    result = run_stage(clone, "stages.baseline")
+    line = one_error_line(result.stderr, result.returncode)
     assert "data/mnist/train.npz" in line and "dvc repro prepare_mnist" in line
-    assert not (project / "metrics/baseline/metrics.json").exists()
+    assert committed_files_changed(clone) == ""
 
 
 class Payload:
@@ -184,19 +218,15 @@ class Payload:
         return (os.system, ("touch PWNED",))
 
 
-def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
-    project = copy_project(tmp_path / "p")
-    (project / "data/models/pets").mkdir(parents=True)
+def test_a_checkpoint_with_pickled_code_is_refused(clone):
     torch.save({"arch": "resnet18", "classes": ["a", "b"], "size": 16, "state_dict": Payload()},
-               project / "data/models/pets/model.pt")  # fmt: skip
-    line = one_error_line(run_stage(project, "stages.interpret_pets"))
-    assert "data/models/pets/model.pt: cannot load" in line
-    assert not (project / "PWNED").exists()
+               clone / "data/models/pets/model.pt")  # fmt: skip
+    result = run_stage(clone, "stages.interpret_pets")
+    assert "data/models/pets/model.pt: cannot load" in one_error_line(result.stderr, result.returncode)
+    assert not (clone / "PWNED").exists()
 
 
-def test_training_runs_in_a_git_repository_with_no_commit_yet(tmp_path):
-    project = copy_project(tmp_path / "p")
-    subprocess.run(["git", "update-ref", "-d", "HEAD"], cwd=project, check=True)  # as right after 'git init'
-    result = subprocess.run(["dvc", "repro", "train_mnist@linear"], cwd=project, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert (project / "metrics/mnist/linear/metrics.json").is_file()
+def test_training_runs_in_a_git_repository_with_no_commit_yet(clone):
+    git(clone, "update-ref", "-d", "HEAD")  # as right after 'git init'
+    dvc(clone, "repro", "--force", "--single-item", "train_mnist@linear")
+    assert (clone / "metrics/mnist/linear/metrics.json").is_file()

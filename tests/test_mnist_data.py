@@ -52,6 +52,8 @@ def test_official_split_is_kept_when_the_source_has_one():
            "in_test_set": np.array([0, 0, 0, 1, 1, 0], bool)}  # fmt: skip
     split = mnist_data.select_and_split(raw, [3, 7], 0.5, 0, source='raw')
     assert split["train"][1].tolist() == [3, 7, 7] and split["valid"][1].tolist() == [3, 7]
+    ids = sorted(split["train"][2].tolist() + split["valid"][2].tolist())
+    assert all(raw["labels"][i] in (3, 7) for i in ids) and len(set(ids)) == 5  # rows of the raw file
 
 
 def test_all_ten_digits_and_missing_digit(sample):

@@ -14,18 +14,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from stages.core import cpu
 from stages.core.stage import UserError
 
 
 def pick(name: str) -> torch.device:
-    """``auto``: CUDA if present, else Apple's MPS, else CPU. A named device that is absent is an error.
-    (The schema has already checked ``name`` is one of auto, cuda, mps, cpu.)"""
+    """``auto``: CUDA if present, else Apple's MPS, else CPU; ``cuda:N`` is GPU N. A named device that is absent
+    is an error. (The schema has already checked the form of ``name``.)"""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     if name == "auto":
         return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
-    if not available[name]:
-        raise UserError(f"params.yaml: device {name!r} is not available here; use 'auto' or 'cpu'")
-    return torch.device(name)
+    device = torch.device(name)
+    if not available[device.type]:
+        raise UserError(f"params.yaml: compute.device {name!r} is not available here; use 'auto' or 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"params.yaml: compute.device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,10 @@ class Compute:
     mixed: bool
 
     @classmethod
-    def from_params(cls, device: str) -> Compute:
-        picked = pick(device)
+    def from_params(cls, compute: dict) -> Compute:
+        """From the ``compute`` params block; also pins the CPU's intra-op thread count (it decides sums)."""
+        cpu.use_threads(compute["cpu_threads"])
+        picked = pick(compute["device"])
         return cls(picked, mixed=picked.type == "cuda")
 
     def autocast(self) -> AbstractContextManager:
@@ -69,4 +75,7 @@ class Compute:
         }
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
+        else:
+            info["cpu_threads"] = torch.get_num_threads()
+            info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         return info

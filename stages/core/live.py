@@ -1,42 +1,59 @@
-"""dvclive as the stages use it: per-epoch curves and a summary, logged the same way by every training stage."""
+"""dvclive as the training stages use it: one epoch logger, with curves you can watch while a stage runs.
+
+dvclive writes into ``dvclive/<stage>/`` (git-ignored) as the epochs go: ``dvc plots show dvclive/<stage>/plots/metrics``
+draws them mid-run, and ``dvclive/<stage>/metrics.json`` holds the latest values. When the stage succeeds the
+curves are copied into its committed output (``<out>/plots/metrics/<key>.tsv``) and the live folder is removed; a
+failed or killed run leaves its partial curves there for a look and the committed results untouched.
+"""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
-from contextlib import chdir, contextmanager
+from contextlib import chdir
 from pathlib import Path
-from typing import Callable, Iterator
 
 from dvclive import Live
 
-EpochLogger = Callable[[dict], None]
+LIVE_ROOT = Path("dvclive")
+KEYS = ("train_loss", "valid_loss", "accuracy")
 
 
-@contextmanager
-def live_logger(directory: Path) -> Iterator[Live]:
-    """A ``Live`` writing under ``directory`` that never touches Git or DVC itself.
+class TrainingLog:
+    """The one per-epoch logger. ``with TrainingLog(stage) as log: learn.on_epoch = log; ...; log.save(out)``."""
 
-    The stage's outputs are already tracked by dvc.yaml, so no dvc.yaml of dvclive's and no experiment of its
-    own. ``Live()`` also looks for the repository from the working directory and, in a Git repository with no
-    commit yet, fails with "Empty git repo" (dvclive issue #522); creating it from outside any repository
-    keeps it a plain logger.
-    """
-    directory = Path(directory).resolve()
-    with tempfile.TemporaryDirectory() as neutral, chdir(neutral):
-        live = Live(str(directory), dvcyaml=False, save_dvc_exp=False)
-    with live:
-        yield live
+    def __init__(self, stage: str, keys: tuple[str, ...] = KEYS, error_rate: bool = False):
+        self.folder = (LIVE_ROOT / stage).resolve()
+        self.keys, self.error_rate = keys, error_rate
+        self.epochs = 0
+        self.live: Live | None = None
 
+    def __enter__(self) -> TrainingLog:
+        # No dvc.yaml and no experiment of dvclive's own: dvc.yaml already declares every output. Live() also
+        # looks for the repository from the working directory and, in a Git repository with no commit yet,
+        # fails with "Empty git repo" (dvclive issue #522); created from outside any repository it is a plain
+        # logger. It clears what an earlier run left in its folder.
+        with tempfile.TemporaryDirectory() as neutral, chdir(neutral):
+            self.live = Live(str(self.folder), dvcyaml=False, save_dvc_exp=False)
+        return self
 
-def epoch_logger(live: Live, keys: tuple[str, ...] = ("train_loss", "valid_loss", "accuracy"),
-                 error_rate: bool = False) -> EpochLogger:  # fmt: skip
-    """The one per-epoch logger: each key of the epoch record becomes a curve (plots/metrics/<key>.tsv)."""
+    def __call__(self, record: dict) -> None:
+        """Log one epoch's record; step N is epoch N, so the curves and metrics.json agree on the last step."""
+        self.live.step = record["epoch"]
+        for key in self.keys:
+            self.live.log_metric(key, record[key])
+        if self.error_rate:
+            self.live.log_metric("error_rate", 1 - record["accuracy"])
+        self.epochs = record["epoch"]
+        self.live.next_step()  # writes the curves and metrics.json now, for whoever is watching
 
-    def log_epoch(record: dict) -> None:
-        for key in keys:
-            live.log_metric(key, record[key])
-        if error_rate:
-            live.log_metric("error_rate", 1 - record["accuracy"])
-        live.next_step()
+    def save(self, out: Path) -> None:
+        """Copy the curves into the stage's (temporary) output folder: ``<out>/plots/metrics/<key>.tsv``."""
+        shutil.copytree(self.folder / "plots" / "metrics", Path(out) / "plots" / "metrics")
 
-    return log_epoch
+    def __exit__(self, kind, error, traceback) -> None:
+        self.live.end()
+        if kind is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            if LIVE_ROOT.is_dir() and not any(LIVE_ROOT.iterdir()):
+                LIVE_ROOT.rmdir()

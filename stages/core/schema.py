@@ -70,6 +70,11 @@ def digits(v: Any) -> str | None:
     return None if ok else "a list of two or more different digits 0-9"
 
 
+def device(v: Any) -> str | None:
+    ok = isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v)
+    return None if ok else "one of 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N' (GPU number N)"
+
+
 def distances(v: Any) -> str | None:
     ok = isinstance(v, list) and v and all(d in DISTANCES for d in v) and len(set(v)) == len(v)
     return None if ok else f"a non-empty list of {' and/or '.join(map(repr, DISTANCES))}"
@@ -90,7 +95,7 @@ SCHEMA: dict[str, Any] = {
         "presize_workers": integer(1, 64),
     },
     "baseline": {"distances": distances},
-    "device": choice("auto", "cuda", "mps", "cpu"),
+    "compute": {"device": device, "cpu_threads": integer(1, 256)},
     "mnist_models": {
         "linear": {"init_std": number(above=0), "batch_size": integer(1), "lr": number(above=0),
                    "epochs": integer(1), "seed": SEED},

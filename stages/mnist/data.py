@@ -81,12 +81,13 @@ def load_raw(folder: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_split(folder: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images as float (N, 28, 28) in [0, 1], digit labels) of the prepared ``train`` or ``valid`` split."""
+def load_split(folder: Path, name: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """(images as float (N, 28, 28) in [0, 1], digit labels, ids) of the prepared ``train`` or ``valid`` split.
+    An image's id is its row in the raw file, the same in every revision that keeps the source."""
     path = Path(folder) / f"{name}.npz"
     try:
         with np.load(path) as split:
-            return torch.from_numpy(split["images"]).float() / 255, torch.from_numpy(split["labels"])
+            return torch.from_numpy(split["images"]).float() / 255, torch.from_numpy(split["labels"]), split["ids"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: cannot read prepared MNIST ({exc}); rerun 'dvc repro prepare_mnist'") from None
 
@@ -100,36 +101,39 @@ class Digits:
     valid_x: torch.Tensor
     valid_y: torch.Tensor
     classes: list[str]  # the digits, as text, in ascending order
+    valid_ids: np.ndarray | None = None  # each validation image's row in the raw file
 
     @classmethod
     def load(cls, folder: Path) -> Digits:
-        train_x, train_digits = load_split(folder, "train")
-        valid_x, valid_digits = load_split(folder, "valid")
+        train_x, train_digits, _ = load_split(folder, "train")
+        valid_x, valid_digits, valid_ids = load_split(folder, "valid")
         digits = sorted(torch.unique(train_digits).tolist())
         to_index = lambda labels: torch.searchsorted(torch.tensor(digits), labels)  # noqa: E731
-        return cls(train_x, to_index(train_digits), valid_x, to_index(valid_digits), [str(d) for d in digits])
+        classes = [str(d) for d in digits]
+        return cls(train_x, to_index(train_digits), valid_x, to_index(valid_digits), classes, valid_ids)
 
 
 def select_and_split(raw: dict[str, np.ndarray], digits: list[int], valid_pct: float, seed: int,
-                     source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """The chosen digits, split: MNIST's own train/test split when the source has one (for 3 and 7 the book's
-    12396 / 2038), else stratified by ``valid_pct`` and ``seed``."""
+                     source: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """``{split: (images, labels, ids)}`` of the chosen digits: MNIST's own train/test split when the source has one
+    (for 3 and 7 the book's 12396 / 2038), else stratified by ``valid_pct`` and ``seed``. ``ids`` are rows of the
+    raw file."""
     keep = np.isin(raw["labels"], digits)
     missing = sorted(set(digits) - set(np.unique(raw["labels"][keep]).tolist()))
     if missing:
         raise UserError(f"params.yaml: mnist.digits {digits}: no images of digit(s) {missing} in {source}")
-    images, labels = raw["images"][keep], raw["labels"][keep]
+    images, labels, ids = raw["images"][keep], raw["labels"][keep], np.flatnonzero(keep)
     if "in_test_set" in raw:
         valid_mask = raw["in_test_set"][keep]
         train_idx, valid_idx = np.flatnonzero(~valid_mask), np.flatnonzero(valid_mask)
     else:
         train_idx, valid_idx = splits.stratified_split(labels, valid_pct, seed)
-    return {name: (images[idx], labels[idx]) for name, idx in (("train", train_idx), ("valid", valid_idx))}
+    return {name: (images[idx], labels[idx], ids[idx]) for name, idx in (("train", train_idx), ("valid", valid_idx))}
 
 
 def counts(split_data: dict) -> dict:
     """Images per split and per digit (metrics/data/mnist.json)."""
     return {
         name: {"total": int(len(labels)), **{str(d): int((labels == d).sum()) for d in np.unique(labels)}}
-        for name, (_, labels) in split_data.items()
+        for name, (_, labels, _) in split_data.items()
     }

@@ -1,0 +1,41 @@
+"""CPU results that do not depend on the machine.
+
+On the CPU, torch picks each kernel by the instruction sets it finds: ATen's vectorised loops (AVX2 or AVX-512),
+oneDNN's convolutions (AVX2, AVX-512, AMX), MKL's matrix products, numpy's SIMD loops. Kernels of different
+widths add in different orders, so the same training ends with different last bits on different machines, and a
+few epochs turn those into different metrics. The pipeline therefore caps every one of them at AVX2
+(x86-64-v3, which nearly every x86-64 CPU since 2013-2015 has) and runs MKL on its conditional numerical
+reproducibility branch, before numpy or torch is loaded (``stages/__init__.py`` calls ``pin_instruction_sets``).
+The number of intra-op threads also decides the order of sums, so it is a param (``compute.cpu_threads``).
+A user's own setting of these variables is overridden on purpose: it must not change a result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PINNED = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN: convolutions, batch norm, pooling
+    "DNNL_MAX_CPU_ISA": "AVX2",  # oneDNN's older name for the same cap
+    "MKL_CBWR": "COMPATIBLE",  # MKL's reproducible branch that Intel and AMD CPUs alike run
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's dispatch targets above AVX2
+}
+
+
+def pin_instruction_sets() -> None:
+    """Set the caps for this process and every process it starts; they must precede numpy and torch."""
+    os.environ.update(PINNED)
+
+
+def pinned_late() -> list[str]:
+    """Libraries that were loaded before the caps were set (an import order bug if not empty)."""
+    return [name for name in ("numpy", "torch") if name in sys.modules]
+
+
+def use_threads(count: int) -> None:
+    """The intra-op thread count every reduction is split by: ``compute.cpu_threads``, not the machine's cores."""
+    import torch
+
+    torch.set_num_threads(count)
