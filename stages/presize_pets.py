@@ -1,20 +1,21 @@
 """Stage presize_pets: label, split and presize Oxford-IIIT Pets (fastai's item transform ``Resize(presize)``).
 
 Reads:  data/raw/pets/images, data/raw/pets/annotations
-Writes: data/pets/{train,valid}_images.npy   (N, presize, presize, 3) uint8, memory-mappable
+Writes: data/pets/{train,valid}_images.npy   (N, presize, presize, 3) uint8
         data/pets/{train,valid}_labels.npy   class index of each image
         data/pets/index.json                 breed names in fastai's sorted vocab order; the file of every image
         metrics/data/pets.json               images per split, and the files that could not be decoded
+Worker processes: PIPELINE_WORKERS (stages/core/settings.py); the results are the same for any number.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from stages.core import atomic, stage
+from stages.core import atomic, settings, stage
 from stages.pets import layout, presize
 
-PARAMS = ["pets.split", "pets.valid_pct", "pets.seed", "pets.presize", "pets.presize_workers"]
+PARAMS = ["pets.split", "pets.valid_pct", "pets.seed", "pets.presize"]
 RAW = Path("data/raw/pets")
 OUT = Path("data/pets")
 SUMMARY = Path("metrics/data/pets.json")
@@ -34,10 +35,10 @@ def main(p: dict) -> None:
     with atomic.output_dir(OUT) as tmp:
         for name, idx in split_index.items():
             paths = [images_dir / files[i] for i in idx]
-            array, failed = presize.presize_all(paths, p["pets.presize"], p["pets.presize_workers"])
+            failed = presize.presize_to_file(paths, p["pets.presize"], settings.workers(), tmp / f"{name}_images.npy",
+                                             description=f"presize {name}")  # fmt: skip
             kept = [i for k, i in enumerate(idx) if k not in set(failed)] if failed else list(idx)
             labels = np.array([classes.index(labelled[i][1]) for i in kept], dtype=np.int64)
-            np.save(tmp / f"{name}_images.npy", array)
             np.save(tmp / f"{name}_labels.npy", labels)
             index["files"][name] = [files[i] for i in kept]
             summary["skipped"] += [files[idx[k]] for k in failed]

@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from stages.core import splits
 from stages.pets import layout as pets_layout
 from stages.pets import presize
+from stages.pets.data import PresizedPets
 from stages.pets import standin as pets_standin
 
 PER_BREED = 4
@@ -71,14 +73,21 @@ def test_carries_the_real_sets_quirks(standin):
     assert len(list((standin / "images").glob("*.mat"))) == 3
 
 
-def test_presize_turns_every_decodable_image_into_square_rgb(standin):
+def test_presize_streams_every_decodable_image_into_one_npy_the_same_for_any_worker_count(standin, tmp_path):
     paths = sorted((standin / "images").glob("*.jpg"))
-    array, failed = presize.presize_all(paths, 32, workers=1)
+    failed = presize.presize_to_file(paths, 32, workers=1, out=tmp_path / "one.npy")
+    array = np.load(tmp_path / "one.npy")
     assert array.shape == (len(paths) - 1, 32, 32, 3) and array.dtype == np.uint8
     assert [paths[i].name for i in failed] == [n for n in (p.name for p in paths) if presize.presize_image(standin / "images" / n, 8) is None]
-    parallel, failed_parallel = presize.presize_all(paths, 32, workers=2)
-    np.testing.assert_array_equal(array, parallel)
-    assert failed == failed_parallel
+    assert failed == presize.presize_to_file(paths, 32, workers=2, out=tmp_path / "two.npy")
+    assert (tmp_path / "one.npy").read_bytes() == (tmp_path / "two.npy").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npy", "two.npy"]  # no raw file left behind
+    # the training dataset reads it back image by image
+    (tmp_path / "train_images.npy").write_bytes((tmp_path / "one.npy").read_bytes())
+    np.save(tmp_path / "train_labels.npy", np.arange(len(array)) % 37)
+    dataset = PresizedPets("train", tmp_path)
+    image, label = dataset[5]
+    assert image.shape == (3, 32, 32) and torch.equal(image.permute(1, 2, 0), torch.from_numpy(array[5])) and label == 5
 
 
 def test_presize_crops_the_centre_of_the_shorter_side(tmp_path):

@@ -16,7 +16,7 @@ from stages.learner import lr_find as lr_finder
 from stages.learner.learner import DataLoaders, Learner
 from stages.learner.optimizer import BN_TYPES, param_groups
 from stages.learner.schedule import discriminative_lrs
-from stages.pets import data as pets_data
+from stages.pets import augment
 from stages.pets import model as pets_model
 from stages.pets.learner import wants_pretrained
 
@@ -122,29 +122,21 @@ def test_discriminative_rates_are_geometric_and_monotone(resnet):
             assert not any(id(p) in bn_params for p in group["params"])
 
 
-def test_augmentations_keep_shape_dtype_and_differ_per_image():
-    torch.manual_seed(0)
-    image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
-    batch = image.expand(8, 3, 40, 40).clone()
-    out = pets_data.train_batch_transform(size=24, min_scale=0.75)(batch)
-    assert out.shape == (8, 3, 24, 24) and out.dtype == torch.float32
-    assert not torch.allclose(out[0], out[1])  # random per image, not one draw for the whole batch
-    valid = pets_data.valid_batch_transform(24)
-    assert torch.equal(valid(batch), valid(batch)) and valid(batch).shape == (8, 3, 24, 24)
-    assert valid(batch).mean().abs() < 3  # ImageNet-normalised, not 0-255
-
-
 def test_fine_tune_runs_both_phases_and_ends_unfrozen():
     torch.manual_seed(0)
     model = pets_model.build("resnet18", pretrained=False, n_classes=3)
     x, y = torch.randint(0, 256, (16, 3, 24, 24), dtype=torch.uint8), torch.arange(16) % 3
     data = DataLoader(TensorDataset(x, y), batch_size=4)
     epochs = []
-    dls = DataLoaders(data, data, pets_data.train_batch_transform(16, 0.75), pets_data.valid_batch_transform(16))
+    augmentation = augment.BatchAugment(augment.AugTransforms(16), seed=0, normalize=False)
+    dls = DataLoaders(data, data, augmentation, lambda b: augment.resize_batch(b, 16, normalized=False))
     learn = Learner(model, dls, nn.CrossEntropyLoss(), CPU, splitter=pets_model.layer_groups, on_epoch=epochs.append)
     history = learn.fine_tune(epochs=2, base_lr=1e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0)
     assert len(history) == 3 == len(epochs)
     assert all(p.requires_grad for p in model.parameters())
+    # one optimiser for both phases, as fastai's: the head's Adam state carried on from the frozen epoch
+    head_weight = model[1][-1].weight
+    assert learn.opt.state[head_weight]["step"] == 3 * len(data)
 
 
 def test_imagenet_weights_offline_is_one_clear_error(monkeypatch):
@@ -179,3 +171,20 @@ def test_top_losses_are_the_worst_images():
     outputs = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, 5.0]])
     losses, index = interpretation.top_losses(outputs, torch.tensor([0, 0, 0]), k=2)
     assert index.tolist() == [2, 1] and losses[0] > losses[1]
+
+
+def test_the_gpu_path_runs_on_the_cpu_with_precision_bf16():
+    # compute.precision: bf16 runs, on the CPU, the code CUDA runs by default: bf16 autocast, channels-last.
+    mixed = Compute.from_params({"device": "cpu", "precision": "bf16", "cpu_threads": 2})
+    assert mixed.mixed and not Compute.from_params({"device": "cpu", "precision": "auto", "cpu_threads": 2}).mixed
+    torch.manual_seed(0)
+    model = pets_model.build("resnet18", pretrained=False, n_classes=3)
+    x, y = torch.randint(0, 256, (16, 3, 24, 24), dtype=torch.uint8), torch.arange(16) % 3
+    data = DataLoader(TensorDataset(x, y), batch_size=2)
+    augmentation = augment.BatchAugment(augment.AugTransforms(16), seed=0, normalize=True)
+    dls = DataLoaders(data, data, augmentation, lambda b: augment.resize_batch(b, 16, normalized=True))
+    learn = Learner(model, dls, nn.CrossEntropyLoss(), mixed, splitter=pets_model.layer_groups)
+    assert learn.model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    history = learn.fit_one_cycle(1, 1e-3)
+    outputs, _, _ = learn.get_preds()
+    assert outputs.dtype == torch.float32 and torch.isfinite(outputs).all() and math.isfinite(history[0]["train_loss"])

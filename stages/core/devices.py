@@ -1,8 +1,9 @@
 """Where training computes: the device and its numeric precision, and a description of the run (recorded beside
 the weights, never in metrics).
 
-On CUDA the models train in bf16 mixed precision with channels-last convolutions and pinned, non-blocking host to
-device copies; on the CPU in float32.
+``compute.precision``: ``auto`` trains in bf16 mixed precision with channels-last convolutions on CUDA and in float32
+on the CPU; ``bf16`` runs that same mixed-precision path on any device (so CI runs, on the CPU, the code a GPU
+runs); ``fp32`` turns it off everywhere. Batches are copied to CUDA from pinned memory without blocking.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class Compute:
         """From the ``compute`` params block; also pins the CPU's intra-op thread count (it decides sums)."""
         cpu.use_threads(compute["cpu_threads"])
         picked = pick(compute["device"])
-        return cls(picked, mixed=picked.type == "cuda")
+        mixed = compute["precision"] == "bf16" or (compute["precision"] == "auto" and picked.type == "cuda")
+        return cls(picked, mixed=mixed)
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.mixed)

@@ -43,6 +43,11 @@ def choice(*options: Any) -> Check:
     return lambda v: None if v in options else f"one of {list(options)}"
 
 
+def integer_or(word: str, low: int) -> Check:
+    as_integer = integer(low)
+    return lambda v: None if v == word else (as_integer(v) and f"'{word}' or {as_integer(v)}")
+
+
 def number_or(word: str, **bounds: float) -> Check:
     as_number = number(**bounds)
     return lambda v: None if v == word else (as_number(v) and f"'{word}' or {as_number(v)}")
@@ -80,6 +85,7 @@ def distances(v: Any) -> str | None:
     return None if ok else f"a non-empty list of {' and/or '.join(map(repr, DISTANCES))}"
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # stages/core/devices.py: how each computes
 SEED = integer(0)
 DOWNLOAD = {"mirrors": urls, "files": md5_files}
 SCHEMA: dict[str, Any] = {
@@ -92,10 +98,9 @@ SCHEMA: dict[str, Any] = {
         "valid_pct": number(above=0, below=1),
         "seed": SEED,
         "presize": integer(8),
-        "presize_workers": integer(1, 64),
     },
     "baseline": {"distances": distances},
-    "compute": {"device": device, "cpu_threads": integer(1, 256)},
+    "compute": {"device": device, "precision": choice(*PRECISIONS), "cpu_threads": integer(1, 256)},
     "mnist_models": {
         "linear": {"init_std": number(above=0), "batch_size": integer(1), "lr": number(above=0),
                    "epochs": integer(1), "seed": SEED},
@@ -110,7 +115,7 @@ SCHEMA: dict[str, Any] = {
         "size": integer(8),
         "min_scale": number(above=0, at_least=0.01, below=1.0000001),
         "batch_size": integer(2),  # BatchNorm needs two images a batch
-        "workers": integer(0, 64),
+        "batches_per_epoch": integer_or("all", 1),
         "label_smoothing": number(at_least=0, below=1),
         "seed": SEED,
     },

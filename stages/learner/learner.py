@@ -20,9 +20,9 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
-
 from stages.core.devices import Compute
+from stages.core.progress import progress
+from stages.learner import distributed
 from stages.learner import lr_find as finder
 from stages.learner.optimizer import BN_TYPES, WEIGHT_DECAY, OptFunc, adam, param_groups
 from stages.learner.schedule import discriminative_lrs, one_cycle
@@ -37,9 +37,11 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def loader(dataset: Dataset, batch_size: int, compute: Compute, shuffle: bool, seed: int, workers: int = 0):
+def loader(dataset: Dataset, batch_size: int, compute: Compute, shuffle: bool, seed: int, workers: int = 0,
+           drop_last: bool = False) -> DataLoader:  # fmt: skip
+    """The order comes from a generator of ``seed`` in this process, so worker processes change no result."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed), pin_memory=compute.pin_memory,
         persistent_workers=workers > 0,
     )  # fmt: skip
@@ -79,7 +81,7 @@ def train_one_epoch(model: nn.Module, data: DataLoader, loss_func: Callable, opt
     """Train on every batch of ``data``; ``scheduler`` steps every batch (one-cycle). Returns the mean loss."""
     model.train()
     loss_sum, count = 0.0, 0
-    for xb, yb in tqdm(data, desc=description, leave=False, mininterval=2, disable=None):
+    for xb, yb in progress(data, description, unit="batches"):
         loss = train_step(model, xb, yb, loss_func, opt, compute, tfm)
         if scheduler is not None:
             scheduler.step()
@@ -121,10 +123,11 @@ class Learner:
     wd: float = WEIGHT_DECAY
     on_epoch: EpochCallback | None = None
     name: str = "fit"
+    world: distributed.World = distributed.SINGLE  # the processes torchrun started, if any
     opt: torch.optim.Optimizer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.model = self.compute.prepare(self.model)
+        self.model = distributed.prepare(self.compute.prepare(self.model), self.world)
 
     # --- fastai's schedules ----------------------------------------------------------------------------
     def fit(self, n_epoch: int, lr: float) -> list[dict]:
@@ -151,14 +154,14 @@ class Learner:
         ``slice(base_lr)``; then ``base_lr /= 2``, unfreeze, and one-cycle for ``epochs`` with rates from
         ``base_lr / lr_mult`` (first layer group) to ``base_lr`` (head). ``freeze_lr`` and ``freeze_pct_start``
         default to fastai's (``base_lr``, 0.99); the book's ``fit_one_cycle(3, 3e-3)`` then
-        ``fit_one_cycle(12, slice(1e-6, 1e-4))`` sets them."""
+        ``fit_one_cycle(12, slice(1e-6, 1e-4))`` sets them. Both phases share one optimiser and its Adam state, as
+        fastai's do (``Learner.fit`` creates one only when there is none)."""
         n_groups = len(self.splitter(self.model))
         history = []
         if freeze_epochs > 0:
             self.freeze()
             lrs = discriminative_lrs(None, freeze_lr or base_lr, n_groups)
             history += self.fit_one_cycle(freeze_epochs, lrs, pct_start=freeze_pct_start, div=25.0, description="frozen")
-            self.opt = None  # a fresh Adam for the unfrozen phase (fastai keeps its state; see the README)
         base_lr /= 2
         self.unfreeze()
         lrs = discriminative_lrs(base_lr / lr_mult, base_lr, n_groups)
@@ -172,17 +175,22 @@ class Learner:
         opt = self.opt_func(param_groups(self.splitter(model), [start_lr] * len(self.splitter(model)), self.wd))
         num_it = max(num_it, finder.MIN_ITERATIONS)
         lrs, losses, smooth = [], [], finder.SmoothedLoss()
-        while True:
-            for xb, yb in self.dls.train:
-                lr = finder.exponential_lr(start_lr, end_lr, len(lrs), num_it)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                loss = train_step(model, xb, yb, self.loss_func, opt, self.compute, self.dls.train_tfm)
-                smoothed = smooth.add(loss.item())
-                lrs.append(lr)
-                losses.append(smoothed)
-                if smooth.diverged(smoothed) or len(lrs) >= num_it:
-                    return lrs, losses
+        for xb, yb in progress(self._cycle(self.dls.train), "lr_find", total=num_it, unit="batches"):
+            lr = finder.exponential_lr(start_lr, end_lr, len(lrs), num_it)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = train_step(model, xb, yb, self.loss_func, opt, self.compute, self.dls.train_tfm)
+            smoothed = smooth.add(loss.item())
+            lrs.append(lr)
+            losses.append(smoothed)
+            if smooth.diverged(smoothed) or len(lrs) >= num_it:
+                break
+        return lrs, losses
+
+    @staticmethod
+    def _cycle(data: DataLoader):
+        while True:  # the sweep runs for num_it batches, over as many epochs as that takes
+            yield from data
 
     # --- freezing --------------------------------------------------------------------------------------
     def freeze_to(self, n: int) -> None:
@@ -211,9 +219,11 @@ class Learner:
 
     def _fit(self, n_epoch: int, opt: torch.optim.Optimizer, scheduler, description: str) -> list[dict]:
         history = []
+        train_model = distributed.wrap(self.model, self.world)  # what the training steps call: DDP on several
         for epoch in range(n_epoch):
             start = time.perf_counter()
-            train_loss = train_one_epoch(self.model, self.dls.train, self.loss_func, opt, self.compute,
+            distributed.start_epoch(self.dls.train, epoch)
+            train_loss = train_one_epoch(train_model, self.dls.train, self.loss_func, opt, self.compute,
                                          self.dls.train_tfm, scheduler, f"{description} epoch {epoch + 1}/{n_epoch}")  # fmt: skip
             outputs, targets, valid_loss = self.get_preds()
             record = {
@@ -224,6 +234,8 @@ class Learner:
                 "seconds": time.perf_counter() - start,
             }
             history.append(record)
+            if not self.world.is_main:
+                continue  # only rank 0 speaks and logs
             print(f"{description} epoch {record['epoch']}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} "
                   f"accuracy {record['accuracy']:.4f} ({record['seconds']:.1f}s)")  # fmt: skip
             if self.on_epoch is not None:

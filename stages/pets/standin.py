@@ -9,12 +9,14 @@ data under a ``.jpg`` name, grayscale, CMYK and RGBA images, one undecodable fil
 from __future__ import annotations
 
 import io
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from stages.core.progress import progress
 from stages.pets.layout import BREEDS, LIST_HEADER, annotation_row
 
 SHAPES = ["ellipse", "rectangle", "triangle", "pentagon", "hexagon", "star"]
@@ -140,22 +142,42 @@ def _encode(image: Image.Image, quirk: str | None, rng: np.random.Generator) -> 
     return out.getvalue()
 
 
-def generate(root: Path, seed: int, images_per_breed: int, min_side: int, max_side: int) -> None:
-    """Write ``images/`` and ``annotations/`` under ``root`` in the Oxford-IIIT Pets layout."""
+def _generate_breed(root: Path, seed: int, b: int, images_per_breed: int, min_side: int, max_side: int) -> list[str]:
+    """Write breed ``b``'s images; return their annotation rows. Its own generator, so breeds can be made in any
+    order or in parallel with the same bytes."""
+    breed, style = BREEDS[b], breed_styles(seed)[b]
+    quirks = {(breed_index, number): kind for kind, breed_index, number in QUIRKS}
+    rng = np.random.default_rng([seed, b])
+    rows = []
+    for number in range(1, images_per_breed + 1):
+        stem = f"{breed}_{number}"
+        image = render(style, rng, min_side, max_side)
+        (root / "images" / f"{stem}.jpg").write_bytes(_encode(image, quirks.get((b, number)), rng))
+        rows.append(annotation_row(stem, breed))
+    return rows
+
+
+def _generate_breed_star(args: tuple) -> list[str]:
+    return _generate_breed(*args)
+
+
+def generate(root: Path, seed: int, images_per_breed: int, min_side: int, max_side: int, workers: int = 1) -> None:
+    """Write ``images/`` and ``annotations/`` under ``root`` in the Oxford-IIIT Pets layout, ``workers`` breeds at a
+    time (the files are the same for any number)."""
     root = Path(root)
     (root / "images").mkdir(parents=True)
     (root / "annotations").mkdir()
-    styles = breed_styles(seed)
-    quirks = {(breed, number): kind for kind, breed, number in QUIRKS}
+    tasks = [(root, seed, b, images_per_breed, min_side, max_side) for b in range(len(BREEDS))]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            per_breed = list(progress(pool.map(_generate_breed_star, tasks), "stand-in", total=len(tasks), unit="breeds"))
+    else:
+        per_breed = list(progress(map(_generate_breed_star, tasks), "stand-in", total=len(tasks), unit="breeds"))
     rows: dict[str, list[str]] = {"trainval": [], "test": []}
-    for b, (breed, style) in enumerate(zip(BREEDS, styles)):
-        rng = np.random.default_rng([seed, b])
-        for number in range(1, images_per_breed + 1):
-            stem = f"{breed}_{number}"
-            image = render(style, rng, min_side, max_side)
-            (root / "images" / f"{stem}.jpg").write_bytes(_encode(image, quirks.get((b, number)), rng))
+    for breed_rows in per_breed:
+        for number, row in enumerate(breed_rows, 1):
             # Like the real set, the official lists split each breed about half and half.
-            rows["trainval" if number % 2 else "test"].append(annotation_row(stem, breed))
+            rows["trainval" if number % 2 else "test"].append(row)
     for name in STRAY_FILES:
         (root / "images" / name).write_bytes(b"MATLAB 5.0 MAT-file, stand-in stray file\n")
     (root / "annotations" / "trainval.txt").write_text("\n".join(rows["trainval"]) + "\n")

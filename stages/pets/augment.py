@@ -1,0 +1,213 @@
+"""fastai's ``aug_transforms(size, min_scale)`` for a whole batch on the device: one sampling grid per image, one
+``grid_sample`` per batch.
+
+Each training image gets its own random parameters, drawn as fastai draws them:
+- random resized crop: a square (fastai's ``ratio=(1, 1)``) of ``U(min_scale, 1)`` of the presized area, at a
+  uniform position (fastai draws one crop per batch; here each image has its own);
+- flip left-right with p 0.5;
+- warp (perspective) with p 0.75 on each axis, magnitude ``U(-max_warp, max_warp)``;
+- rotation with p 0.75, ``U(-max_rotate, max_rotate)`` degrees;
+- zoom with p 0.75, scale ``U(1, max_zoom)`` about a uniform centre;
+- lighting in logit space: brightness with p 0.75, ``U(0.5 (1 - l), 0.5 (1 + l))`` added as a logit; contrast with
+  p 0.75, ``exp(U(log(1 - l), -log(1 - l)))`` as a factor.
+Crop, flip, rotation, zoom and warp compose into one grid read straight from the presized image at ``size``
+(bilinear, reflection padding, ``align_corners=True`` as fastai); fastai resamples twice (the affine at full size,
+then the crop). Validation resizes the whole presized image with the same sampler. The parameters are drawn on
+the CPU from a seeded generator, so a batch is augmented identically on the CPU and on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AugParams:
+    """One row per image (all on the CPU): what :func:`draw` chose."""
+
+    crop: torch.Tensor  # (N,) side of the square crop, in pixels of the presized image
+    top: torch.Tensor  # (N,) its top-left corner
+    left: torch.Tensor
+    flip: torch.Tensor  # (N,) -1 to flip left-right, else 1
+    rotate: torch.Tensor  # (N,) degrees, 0 when not drawn
+    zoom: torch.Tensor  # (N,) scale >= 1, 1 when not drawn
+    zoom_col: torch.Tensor  # (N,) zoom centre, each in [0, 1]
+    zoom_row: torch.Tensor
+    warp_x: torch.Tensor  # (N,) perspective magnitudes, 0 when not drawn
+    warp_y: torch.Tensor
+    brightness: torch.Tensor  # (N,) in (0, 1), 0.5 when not drawn
+    contrast: torch.Tensor  # (N,) > 0, 1 when not drawn
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=g, dtype=torch.float64) * (high - low) + low
+
+
+def _masked(values: torch.Tensor, p: float, neutral: float, g: torch.Generator) -> torch.Tensor:
+    """fastai's ``mask_tensor``: each value kept with probability ``p``, else ``neutral``."""
+    keep = torch.rand(len(values), generator=g, dtype=torch.float64) < p
+    return torch.where(keep, values, torch.full_like(values, neutral))
+
+
+@dataclass(frozen=True)
+class AugTransforms:
+    """The augmentation's settings (fastai's defaults) and the presized and output sizes."""
+
+    size: int
+    min_scale: float = 0.75
+    max_rotate: float = 10.0
+    max_zoom: float = 1.1
+    max_warp: float = 0.2
+    max_lighting: float = 0.2
+    p_affine: float = 0.75
+    p_lighting: float = 0.75
+
+    def draw(self, n: int, presize: int, g: torch.Generator) -> AugParams:
+        area = _uniform(n, self.min_scale, 1.0, g) * presize * presize
+        crop = area.sqrt().round().clamp(1, presize).long()  # fastai: int(round(sqrt(area * ratio))), ratio 1
+        top = (torch.rand(n, generator=g, dtype=torch.float64) * (presize - crop + 1)).floor().long()
+        left = (torch.rand(n, generator=g, dtype=torch.float64) * (presize - crop + 1)).floor().long()
+        flip = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0).double()
+        warp_x = _masked(_uniform(n, -self.max_warp, self.max_warp, g), self.p_affine, 0.0, g)
+        warp_y = _masked(_uniform(n, -self.max_warp, self.max_warp, g), self.p_affine, 0.0, g)
+        rotate = _masked(_uniform(n, -self.max_rotate, self.max_rotate, g), self.p_affine, 0.0, g)
+        zoom = _masked(_uniform(n, 1.0, self.max_zoom, g), self.p_affine, 1.0, g)
+        zoom_col, zoom_row = _uniform(n, 0.0, 1.0, g), _uniform(n, 0.0, 1.0, g)
+        light = self.max_lighting
+        brightness = _masked(_uniform(n, 0.5 * (1 - light), 0.5 * (1 + light), g), self.p_lighting, 0.5, g)
+        contrast = _masked(_uniform(n, math.log(1 - light), -math.log(1 - light), g).exp(), self.p_lighting, 1.0, g)
+        return AugParams(crop, top, left, flip, rotate, zoom, zoom_col, zoom_row, warp_x, warp_y, brightness, contrast)
+
+
+def affine_matrices(p: AugParams, presize: int) -> torch.Tensor:
+    """(N, 3, 3) maps from output coordinates to presized-image coordinates (both in [-1, 1]): fastai's
+    ``flip @ rotate @ zoom`` applied after the crop's own map."""
+    n = len(p.crop)
+    eye = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    flip = eye.clone()
+    flip[:, 0, 0] = p.flip
+    theta = p.rotate * math.pi / 180
+    rotate = eye.clone()
+    rotate[:, 0, 0], rotate[:, 0, 1], rotate[:, 1, 0], rotate[:, 1, 1] = theta.cos(), theta.sin(), -theta.sin(), theta.cos()
+    s = 1 / p.zoom
+    zoom = eye.clone()
+    zoom[:, 0, 0], zoom[:, 1, 1] = s, s
+    zoom[:, 0, 2], zoom[:, 1, 2] = (1 - s) * (2 * p.zoom_col - 1), (1 - s) * (2 * p.zoom_row - 1)
+    # The crop: output [-1, 1] -> pixels top..top+crop-1 of the presized image, in align_corners=True coordinates.
+    scale = (p.crop - 1).double() / (presize - 1)
+    crop = eye.clone()
+    crop[:, 0, 0], crop[:, 1, 1] = scale, scale
+    crop[:, 0, 2] = -1 + (2 * p.left + p.crop - 1).double() / (presize - 1)
+    crop[:, 1, 2] = -1 + (2 * p.top + p.crop - 1).double() / (presize - 1)
+    return flip @ rotate @ zoom @ crop
+
+
+def warp_homographies(p: AugParams) -> torch.Tensor:
+    """(N, 3, 3) fastai's ``_WarpCoord``: the perspective that moves the corners by the warp magnitudes."""
+    x, y = p.warp_x, p.warp_y
+    source = torch.tensor([[-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=torch.float64).expand(len(x), 4, 2)
+    target = torch.stack([torch.stack([-1 - y, -1 - x], 1), torch.stack([-1 + y, 1 + x], 1),
+                          torch.stack([1 + y, -1 + x], 1), torch.stack([1 - y, 1 - x], 1)], 1)  # fmt: skip
+    # fastai's find_coeffs(orig, targ): h with orig = H(targ); 8 unknowns from 4 point pairs.
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    rows = []
+    for i in range(4):
+        tx, ty, sx, sy = target[:, i, 0], target[:, i, 1], source[:, i, 0], source[:, i, 1]
+        rows.append(torch.stack([tx, ty, one, zero, zero, zero, -sx * tx, -sx * ty], 1))
+        rows.append(torch.stack([zero, zero, zero, tx, ty, one, -sy * tx, -sy * ty], 1))
+    a = torch.stack(rows, 1)  # (N, 8, 8)
+    b = source.reshape(len(x), 8, 1)
+    h = torch.linalg.solve(a, b)[:, :, 0]
+    return torch.cat([h, one[:, None]], 1).reshape(len(x), 3, 3)
+
+
+def sampling_grid(p: AugParams, presize: int, size: int, device: torch.device) -> torch.Tensor:
+    """(N, size, size, 2): for each output pixel, where to read the presized image. The warp is applied after the
+    affine map, so the two compose into one projective matrix per image (computed in float64 on the CPU), applied
+    to the output's pixel grid in one batched product on the device."""
+    h = (warp_homographies(p) @ affine_matrices(p, presize)).float().to(device)[:, :, :, None, None]  # (N, 3, 3, 1, 1)
+    u = torch.linspace(-1, 1, size, device=device)  # output columns (x) and rows (y), align_corners=True
+    columns, rows = u[None, :], u[:, None]
+    w = h[:, 2, 0] * columns + h[:, 2, 1] * rows + h[:, 2, 2]  # (N, size, size), by broadcasting
+    grid = torch.empty(len(p.crop), size, size, 2, device=device)
+    torch.div(h[:, 0, 0] * columns + h[:, 0, 1] * rows + h[:, 0, 2], w, out=grid[..., 0])
+    torch.div(h[:, 1, 0] * columns + h[:, 1, 1] * rows + h[:, 1, 2], w, out=grid[..., 1])
+    return grid
+
+
+# fastai shrinks by area averaging before any bilinear downscale of more than 2x (a factor above 1 here); at a
+# factor near 1 that costs as much as the rest of the augmentation and changes no pixel that matters, so it waits
+# for a real shrink (460 -> 224 is 1.03; 460 -> 128 is 1.8).
+PRESAMPLE_ABOVE = 1.25
+
+
+def _presample(x: torch.Tensor, presize: int, crop_max: int, size: int) -> torch.Tensor:
+    """Shrink by area averaging first when the bilinear sampling would skip pixels (fastai's ``_grid_sample``)."""
+    factor = crop_max / size / 2
+    if factor > PRESAMPLE_ABOVE:
+        return F.interpolate(x, scale_factor=1 / factor, mode="area", recompute_scale_factor=True)
+    return x
+
+
+def logit(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(1e-7, 1 - 1e-7)
+    return -(1 / x - 1).log()
+
+
+def lighting(x: torch.Tensor, p: AugParams, in_place: bool = False) -> torch.Tensor:
+    """fastai's Brightness then Contrast, composed in logit space: ``sigmoid((logit(x) + logit(b)) * c)``, computed
+    in place (on ``x`` itself when ``in_place``), the same values as fastai's chain of temporaries."""
+    brightness = logit(p.brightness.float().to(x.device))[:, None, None, None]
+    contrast = p.contrast.float().to(x.device)[:, None, None, None]
+    z = x.clamp_(1e-7, 1 - 1e-7) if in_place else x.clamp(1e-7, 1 - 1e-7)
+    z.div_(1 - z).log_()  # logit, as fastai's -(1/x - 1).log()
+    return z.add_(brightness).mul_(contrast).sigmoid_()
+
+
+class BatchAugment:
+    """Training transform: uint8 (N, 3, P, P) on the device -> float (N, 3, size, size), augmented per image."""
+
+    def __init__(self, settings: AugTransforms, seed: int, normalize: bool):
+        self.settings, self.normalize = settings, normalize
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def params(self, batch: torch.Tensor) -> AugParams:
+        return self.settings.draw(len(batch), batch.shape[-1], self.generator)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        p = self.params(batch)
+        presize, size = batch.shape[-1], self.settings.size
+        x = _presample(batch.float(), presize, int(p.crop.max()), size)
+        x = F.grid_sample(x, sampling_grid(p, presize, size, x.device), mode="bilinear", padding_mode="reflection",
+                          align_corners=True)  # fmt: skip
+        x = lighting(x.mul_(1 / 255), p, in_place=True)  # scaled after sampling: fewer pixels by then
+        return normalize(x, in_place=True) if self.normalize else x
+
+
+def resize_batch(batch: torch.Tensor, size: int, normalized: bool) -> torch.Tensor:
+    """Validation (and prediction): the whole presized image resampled to ``size`` as fastai's validation crop."""
+    presize = batch.shape[-1]
+    x = _presample(batch.float(), presize, presize, size)
+    n = x.shape[0]  # not len(x): torch.export keeps the batch size symbolic
+    theta = torch.eye(2, 3, device=x.device).expand(n, 2, 3)
+    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=True)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True) / 255
+    return normalize(x) if normalized else x
+
+
+def normalize(x: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
+    return x.sub_(mean).div_(std) if in_place else (x - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
+    return x * std + mean
