@@ -17,7 +17,7 @@ from stages.core import atomic, checkpoint, evaluation, stage
 from stages.core.devices import Compute
 from stages.learner import interpret
 from stages.learner.learner import evaluate, loader
-from stages.pets import data, model
+from stages.pets import augment, data, model
 
 PARAMS = ["compute", "interpret"]
 MODEL = Path("data/models/pets/model.pt")
@@ -31,8 +31,9 @@ def main(p: dict) -> None:
     net = model.build(saved["arch"], pretrained=False, n_classes=len(classes))
     net.load_state_dict(saved["state_dict"])
     valid = data.PresizedPets("valid")
+    resize = lambda batch: augment.resize_batch(batch, saved["size"], saved["normalized"])  # noqa: E731
     outputs, targets, _ = evaluate(compute.prepare(net), loader(valid, 64, compute, shuffle=False, seed=0),
-                                   torch.nn.CrossEntropyLoss(), compute, data.valid_batch_transform(saved["size"]))  # fmt: skip
+                                   torch.nn.CrossEntropyLoss(), compute, resize)  # fmt: skip
     predicted, actual = outputs.argmax(1).numpy(), targets.numpy()
 
     probabilities = outputs.softmax(1)
@@ -45,7 +46,7 @@ def main(p: dict) -> None:
         losses, index = interpret.top_losses(outputs, targets, settings["top_losses"])
         titles = [f"{classes[predicted[i]]} / {classes[actual[i]]} / {loss:.2f} / {probabilities[i, predicted[i]]:.2f}"
                   for loss, i in zip(losses.tolist(), index.tolist())]  # fmt: skip
-        images = np.stack([valid.images[i] for i in index.tolist()]) if len(index) else np.zeros((0, 1, 1, 3), np.uint8)
+        images = np.stack([valid.image(i) for i in index.tolist()]) if len(index) else np.zeros((0, 1, 1, 3), np.uint8)
         interpret.plot_top_losses(out / "top_losses.png", images, titles)
     for row in confused[:5]:
         print(f"most confused: {row['actual']} -> {row['predicted']} ({row['count']})")

@@ -35,7 +35,7 @@ TINY_PARAMS = {
 }
 ALL_STAGES = {"check_params", "fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline",
               "train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18", "lr_find_pets", "train_pets",
-              "interpret_pets", "report"}  # fmt: skip
+              "interpret_pets", "export_pets", "report"}  # fmt: skip
 
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["PIPELINE_PROGRESS"] = "off"

@@ -8,6 +8,7 @@ argument, a bad params.yaml or any other problem the user can fix is one ``error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -49,16 +50,21 @@ def guarded(main: Callable[[], None]) -> None:
 
 
 def run(main: Callable[..., None], doc: str, params: Sequence[str], choices: dict[str, Sequence[str]] | None = None,
-        argv: Sequence[str] | None = None) -> None:  # fmt: skip
+        argv: Sequence[str] | None = None, distributed: bool = False) -> None:  # fmt: skip
     """Parse the command line, load and validate params.yaml whole, then call ``main(p, **arguments)``.
 
     ``params`` are dotted keys; a ``{name}`` in one is filled from the positional argument of that name
     (``mnist_models.{model}``). Output is line-buffered so each progress line reaches a log as it is printed.
+    Only a stage that says it is ``distributed`` runs under torchrun with several processes: any other would
+    write its outputs from every one of them at once.
     """
     module = sys.modules.get("__main__")
     prog = f"python -m {module.__spec__.name}" if module and module.__spec__ else sys.argv[0]
     args = vars(parser(doc, params, prog, choices).parse_args(argv))
     sys.stdout.reconfigure(line_buffering=True)
+    if not distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print(f"error: {prog} runs in one process; torchrun is for train_pets and train_mnist resnet18", file=sys.stderr)
+        sys.exit(1)
 
     def body() -> None:
         from stages.core import params as params_file  # it raises UserError, defined here

@@ -29,9 +29,9 @@ def top_losses(outputs: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[to
     return losses.topk(min(k, len(losses)))
 
 
-def plot_top_losses(path: Path, images: np.ndarray, titles: list[str]) -> None:
-    """A grid of (H, W, 3) uint8 images, each titled "predicted / actual / loss / probability" as fastai does."""
-    columns = min(3, len(images)) or 1
+def plot_images(path: Path, images: np.ndarray, titles: list[str], heading: str, columns: int = 3) -> None:
+    """A grid of (H, W, 3) images (uint8, or float in [0, 1]), each with its title."""
+    columns = min(columns, len(images)) or 1
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
     for ax in axes.flat:
@@ -39,5 +39,16 @@ def plot_top_losses(path: Path, images: np.ndarray, titles: list[str]) -> None:
     for ax, image, title in zip(axes.flat, images, titles):
         ax.imshow(image)
         ax.set_title(title, fontsize=8)
-    fig.suptitle("Prediction / Actual / Loss / Probability", fontsize=10)
+    fig.suptitle(heading, fontsize=10)
     evaluation.save_figure(fig, path)
+
+
+def plot_top_losses(path: Path, images: np.ndarray, titles: list[str]) -> None:
+    """fastai's ``plot_top_losses``: each image titled "predicted / actual / loss / probability"."""
+    plot_images(path, images, titles, "Prediction / Actual / Loss / Probability")
+
+
+def show_batch(path: Path, batch: torch.Tensor, labels: list[str]) -> None:
+    """fastai's ``show_batch``: augmented training images (N, 3, H, W) in [0, 1] with their labels."""
+    images = batch.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+    plot_images(path, images, labels, "show_batch: augmented training images", columns=4)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from stages.core.devices import Compute
+from stages.learner import distributed
 from stages.learner.learner import DataLoaders, EpochCallback, Learner, loader, seed_everything
 from stages.learner.optimizer import sgd
 from stages.mnist import linear_by_hand, models
@@ -76,10 +77,12 @@ def train_linear(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback
     return Result(outputs, history, state, {"accuracy_before_training": round(before, 6)})
 
 
-def _digits_loaders(d: Digits, cfg: dict, compute: Compute, add_channel: bool) -> DataLoaders:
+def _digits_loaders(d: Digits, cfg: dict, compute: Compute, add_channel: bool,
+                    world: distributed.World = distributed.SINGLE) -> DataLoaders:  # fmt: skip
     shape = (lambda x: x[:, None]) if add_channel else (lambda x: x)
+    train = loader(TensorDataset(shape(d.train_x), d.train_y), cfg["batch_size"], compute, True, cfg["seed"])
     return DataLoaders(
-        train=loader(TensorDataset(shape(d.train_x), d.train_y), cfg["batch_size"], compute, True, cfg["seed"]),
+        train=distributed.sharded(train, world, cfg["seed"]),
         valid=loader(TensorDataset(shape(d.valid_x), d.valid_y), cfg["batch_size"], compute, False, 0),
     )
 
@@ -97,12 +100,49 @@ def train_simple_net(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCall
     return _result(learn, learn.fit(cfg["epochs"], lr=cfg["lr"]))
 
 
-def train_resnet18(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback) -> Result:
+def train_resnet18(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback,
+                   world: distributed.World = distributed.SINGLE) -> Result:  # fmt: skip
+    """The one MNIST model that also trains on several processes (torchrun), ``world`` being them."""
     seed_everything(cfg["seed"])
     model = models.resnet18_for_digits(len(d.classes))  # cross-entropy: always one output per digit
-    learn = Learner(model, _digits_loaders(d, cfg, compute, add_channel=True), nn.functional.cross_entropy, compute,
-                    on_epoch=on_epoch, name="resnet18")  # fmt: skip
+    learn = Learner(model, _digits_loaders(d, cfg, compute, add_channel=True, world=world), nn.functional.cross_entropy,
+                    compute, on_epoch=on_epoch, name="resnet18", world=world)  # fmt: skip
     return _result(learn, learn.fit_one_cycle(cfg["epochs"], cfg["lr"], pct_start=cfg["pct_start"]))
 
 
 RECIPES = {"linear": train_linear, "simple_net": train_simple_net, "resnet18": train_resnet18}
+
+
+class _ByHand(nn.Module):
+    """The hand-written linear model's weights in a module, for inference only (training stays by hand)."""
+
+    def __init__(self, weights: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weights", weights)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear_by_hand.linear1(x.flatten(1), self.weights, self.bias)
+
+
+class _WithChannel(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x[:, None])
+
+
+def model_for(name: str, state_dict: dict, n_classes: int) -> nn.Module:
+    """The trained model ``name`` rebuilt from its weights, taking (N, 28, 28) digits in [0, 1] like training."""
+    if name == "linear":
+        return _ByHand(state_dict["weights"], state_dict["bias"])
+    if name == "simple_net":
+        hidden, n_out = state_dict["1.weight"].shape[0], state_dict["3.weight"].shape[0]
+        net = models.simple_net(n_out, hidden)
+    else:
+        net = _WithChannel(models.resnet18_for_digits(n_classes))
+        state_dict = {f"net.{key}": value for key, value in state_dict.items()}
+    net.load_state_dict(state_dict)
+    return net

@@ -1,0 +1,65 @@
+"""This project's Pets recipe on presized data, as train_pets runs it, for one seed: the counterpart of
+benchmarks/fastai_pets.py, for benchmarks/run.py.
+
+    ./with-env python benchmarks/pets_recipe.py --project . --seed 0
+
+It builds the Pets learner from params.yaml's ``pets_model`` block (the seed and the data folder replaced), runs
+lr_find and takes its ``lr_find.suggestion`` (or a given --lr), then ``fine_tune`` with the ``fine_tune`` block.
+It prints one JSON line: the error rate, and the seconds of lr_find and of fine_tune.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from stages.core.devices import Compute  # noqa: E402
+from stages.learner import lr_find  # noqa: E402
+from stages.pets import data  # noqa: E402
+from stages.pets.learner import pets_learner, wants_pretrained  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path("."), help="a project folder whose data/pets to read")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--lr", type=float, default=None)
+    args = parser.parse_args()
+    params = yaml.safe_load(args.params.read_text())
+    cfg = {**params["pets_model"], "seed": args.seed}
+    os.chdir(args.project)  # the learner reads data/pets, as the stages do
+    compute = Compute.from_params(params["compute"])
+    pretrained = wants_pretrained(cfg["weights"], params["source"])
+    learn = pets_learner(cfg, pretrained, compute, data.read_index()["classes"])
+    start = time.perf_counter()
+    finder = params["lr_find"]
+    if args.lr is None:
+        lrs, losses = learn.lr_find(finder["start_lr"], finder["end_lr"], finder["num_it"])
+        lr = lr_find.suggest(lrs, losses, finder["num_it"])[finder["suggestion"]]["lr"]
+    else:
+        lr = args.lr
+    lr_find_seconds = time.perf_counter() - start
+    schedule = {**params["fine_tune"], "base_lr": lr}
+    schedule["freeze_lr"] = None if schedule["freeze_lr"] == "base" else schedule["freeze_lr"]
+    start = time.perf_counter()
+    learn.fine_tune(**schedule)
+    train_seconds = time.perf_counter() - start
+    outputs, targets, _ = learn.get_preds()
+    error = 1 - (outputs.argmax(1) == targets).float().mean().item()
+    print(json.dumps({"framework": "this project", "seed": args.seed, "lr": lr, "error_rate": round(error, 6),
+                      "train_seconds": round(train_seconds, 1), "lr_find_seconds": round(lr_find_seconds, 1),
+                      "threads": params["compute"]["cpu_threads"], "workers": os.environ.get("PIPELINE_WORKERS")}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Predict the class of images with a model the pipeline trained (fastai's ``learn.predict``).
+
+    python -m stages.predict [--model pets|mnist/linear|mnist/simple_net|mnist/resnet18] [--top-k K]
+                             [--device cpu|cuda|cuda:N|mps|auto] IMAGE...
+
+Prints, for each image, the top-k classes with their probabilities. Each image goes through exactly the pipeline's
+validation transform:
+- pets: decoded as RGB, shorter side resized to the presize and centre-cropped (presize_pets), then resampled to
+  the model's size and normalised as in validation (interpret_pets);
+- mnist: as grayscale, resized to 28x28 if it is not (MNIST digits are white on black), scaled to [0, 1].
+A missing, non-image or undecodable file is one error line and a non-zero exit.
+
+Reads: data/models/pets/model.pt or data/models/mnist/<model>/model.pt. Writes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stages.core import checkpoint, devices, stage
+from stages.mnist import MODELS
+from stages.mnist.recipes import model_for
+from stages.pets import augment, model, presize
+
+CHOICES = ["pets"] + [f"mnist/{name}" for name in MODELS]
+
+
+def read_image(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise stage.UserError(f"{path}: no such file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise stage.UserError(f"{path}: not an image that can be decoded ({' '.join(str(exc).split())})") from None
+
+
+def pets_probabilities(paths: list[Path], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    saved = checkpoint.load(Path("data/models/pets/model.pt"), rerun="train_pets")
+    net = model.build(saved["arch"], pretrained=False, n_classes=len(saved["classes"]))
+    net.load_state_dict(saved["state_dict"])
+    arrays = []
+    for path in paths:
+        read_image(path)  # a clear error for a missing or foreign file
+        array = presize.presize_image(path, saved["presize"])
+        if array is None:
+            raise stage.UserError(f"{path}: not an image that can be decoded")
+        arrays.append(array)
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
+    with torch.no_grad():
+        x = augment.resize_batch(batch, saved["size"], saved["normalized"])
+        return net.to(device).eval()(x).float().softmax(1).cpu(), saved["classes"]
+
+
+def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    saved = checkpoint.load(Path(f"data/models/mnist/{name}/model.pt"), rerun=f"train_mnist@{name}")
+    classes = saved["classes"]
+    digits = []
+    for path in paths:
+        gray = read_image(path).convert("L")
+        if gray.size != (28, 28):
+            gray = ImageOps.fit(gray, (28, 28), Image.Resampling.BILINEAR)
+        digits.append(torch.from_numpy(np.asarray(gray, dtype=np.uint8)).float() / 255)
+    x = torch.stack(digits).to(device)
+    net = model_for(name, saved["state_dict"], len(classes)).to(device).eval()
+    with torch.no_grad():
+        outputs = net(x).float()
+    if outputs.shape[1] == 1:  # the book's one output: "is it the first digit?"
+        first = outputs[:, 0].sigmoid()
+        return torch.stack([first, 1 - first], 1).cpu(), classes
+    return outputs.softmax(1).cpu(), classes
+
+
+def main(model_name: str, images: list[str], top_k: int, device_name: str) -> None:
+    device = devices.pick(device_name)
+    paths = [Path(image) for image in images]
+    if model_name == "pets":
+        probabilities, classes = pets_probabilities(paths, device)
+    else:
+        probabilities, classes = mnist_probabilities(model_name.split("/", 1)[1], paths, device)
+    top = probabilities.topk(min(top_k, len(classes)), 1)
+    for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist()):
+        print(f"{path}: " + ", ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values, indices)))
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = stage.parser(__doc__, [], "python -m stages.predict")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("--model", choices=CHOICES, default="pets")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    args = parser.parse_args(argv)
+    stage.guarded(lambda: main(args.model, args.images, args.top_k, args.device))
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

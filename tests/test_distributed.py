@@ -1,0 +1,51 @@
+"""Training on several processes with torchrun and DistributedDataParallel, here two CPU processes over gloo: the same
+global batch split in two, outputs written once, by rank 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+def torchrun(project, *module: str) -> subprocess.CompletedProcess:
+    launcher = shutil.which("torchrun")
+    assert launcher, "torchrun comes with torch"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", "-m", *module], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_two_processes_train_pets_within_the_one_process_interval_and_write_once(clone):
+    single = json.loads((clone / "metrics/pets/train/metrics.json").read_text())
+    result = torchrun(clone, "stages.train_pets")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    double = json.loads((clone / "metrics/pets/train/metrics.json").read_text())
+    assert double["images"] == single["images"] and double["step"] == single["step"]
+    # same global batch, same epochs: the error rate lands inside the one-process run's 95% interval
+    assert single["error_rate_low"] <= double["error_rate"] <= single["error_rate_high"], (single, double)
+    info = json.loads((clone / "data/models/pets/run_info.json").read_text())
+    assert info["processes"] == 2
+    # written once: one epoch line per epoch (rank 0's), no leftovers of a second writer
+    assert result.stdout.count("unfrozen epoch 1:") == 1
+    assert not list(clone.glob("metrics/pets/.*tmp*")) and not list(clone.glob("data/models/.*tmp*"))
+    assert not (clone / "dvclive").exists()
+
+
+def test_two_processes_train_the_mnist_resnet_within_the_one_process_interval(clone):
+    # 200 validation digits at about 90% accuracy: a much tighter interval than the tiny Pets set gives.
+    single = json.loads((clone / "metrics/mnist/resnet18/metrics.json").read_text())
+    result = torchrun(clone, "stages.train_mnist", "resnet18")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    double = json.loads((clone / "metrics/mnist/resnet18/metrics.json").read_text())
+    assert single["accuracy_low"] <= double["accuracy"] <= single["accuracy_high"], (single, double)
+    assert json.loads((clone / "data/models/mnist/resnet18/run_info.json").read_text())["processes"] == 2
+
+
+def test_a_stage_that_is_not_distributed_refuses_torchrun_in_one_line(built):
+    result = torchrun(built, "stages.interpret_pets")
+    assert result.returncode != 0
+    assert "error: python -m stages.interpret_pets runs in one process; torchrun is for train_pets" in result.stderr

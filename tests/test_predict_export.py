@@ -1,0 +1,93 @@
+"""Using the trained models: ``python -m stages.predict`` (fastai's ``learn.predict``) and the exported inference
+program (``learn.export``), which loads without this repository's code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+
+def predict(project, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.predict", *args], cwd=project, capture_output=True, text=True)
+
+
+def first_class(line: str) -> str:
+    return line.split(": ", 1)[1].split(", ")[0].rsplit(" ", 1)[0]
+
+
+def test_predict_prints_the_class_interpret_pets_recorded_for_a_validation_image(built):
+    recorded = pd.read_csv(built / "metrics/pets/interpret/predictions.csv").iloc[:6]
+    images = [str(built / "data/raw/pets/images" / item) for item in recorded["item"]]
+    result = predict(built, "--top-k", "3", *images)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 6 and all(line.count(",") == 2 for line in lines)  # three classes each
+    assert [first_class(line) for line in lines] == recorded["predicted"].tolist()
+    probability = float(lines[0].split(", ")[0].rsplit(" ", 1)[1])
+    assert probability == pytest.approx(recorded["probability"].iloc[0], abs=1e-3)
+
+
+def test_predict_for_an_mnist_model_matches_its_recorded_predictions(built, tmp_path):
+    with np.load(built / "data/mnist/valid.npz") as valid:
+        images, ids = valid["images"][:5], valid["ids"][:5]
+    paths = []
+    for image, item in zip(images, ids):
+        Image.fromarray(image).save(tmp_path / f"digit_{item}.png")
+        paths.append(str(tmp_path / f"digit_{item}.png"))
+    recorded = pd.read_csv(built / "metrics/mnist/resnet18/predictions.csv", dtype={"item": str}).set_index("item")
+    for model in ("resnet18", "linear"):
+        result = predict(built, "--model", f"mnist/{model}", "--top-k", "1", *paths)
+        assert result.returncode == 0, result.stderr
+        got = [first_class(line) for line in result.stdout.strip().splitlines()]
+        table = pd.read_csv(built / f"metrics/mnist/{model}/predictions.csv", dtype={"item": str}).set_index("item")
+        assert got == [str(table.loc[str(i), "predicted"]) for i in ids]
+    assert recorded.index.is_unique
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: d / "missing.jpg", "no such file"),
+    (lambda d: (d / "notes.jpg").write_text("not an image") and d / "notes.jpg", "not an image that can be decoded"),
+    (lambda d: (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)) and d / "broken.jpg", "not an image"),
+], ids=["missing", "text", "truncated-jpeg"])  # fmt: skip
+def test_predict_refuses_a_bad_file_in_one_line(built, tmp_path, make, message):
+    result = predict(built, str(make(tmp_path)))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr
+
+
+LOAD_WITHOUT_THE_REPOSITORY = """
+import json, sys, numpy as np, torch
+assert not any(name == "stages" or name.startswith("stages.") for name in sys.modules)
+extra = {"pets.json": ""}
+program = torch.export.load(sys.argv[1], extra_files=extra)
+meta = json.loads(extra["pets.json"])
+images = torch.from_numpy(np.load(sys.argv[2])).permute(0, 3, 1, 2)
+probabilities = program.module()(images)
+print(json.dumps({"classes": meta["classes"], "presize": meta["presize"],
+                  "predicted": [meta["classes"][i] for i in probabilities.argmax(1).tolist()],
+                  "probability": probabilities.max(1).values.tolist()}))
+"""
+
+
+def test_the_exported_program_loads_without_this_repository_and_predicts_as_the_checkpoint(built, tmp_path):
+    from stages.pets.data import PresizedPets
+
+    valid = PresizedPets("valid", built / "data/pets")
+    np.save(tmp_path / "images.npy", np.stack([valid.image(i) for i in range(len(valid))]))
+    (tmp_path / "load.py").write_text(LOAD_WITHOUT_THE_REPOSITORY)
+    # -I: isolated mode, no current directory or PYTHONPATH on sys.path, so nothing of this repository can load
+    result = subprocess.run([sys.executable, "-I", "load.py", str(built / "data/export/pets/model.pt2"), "images.npy"],
+                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    exported = json.loads(result.stdout)
+    recorded = pd.read_csv(built / "metrics/pets/interpret/predictions.csv")  # the checkpoint's, by interpret_pets
+    assert exported["predicted"] == recorded["predicted"].tolist()
+    np.testing.assert_allclose(exported["probability"], recorded["probability"], atol=1e-5)
+    meta = json.loads((built / "data/export/pets/pets.json").read_text())
+    assert meta["classes"] == exported["classes"] and meta["presize"] == valid.presize == exported["presize"]

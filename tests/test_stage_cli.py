@@ -1,0 +1,62 @@
+"""Every stage module answers --help with what it reads, writes and which params it uses, exits 0 and writes
+nothing; an unknown argument is one error line. Each output dvc.yaml declares is named in its stage's help, so a
+grep of a path lands on its writer."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, copy_project, tree_snapshot
+from test_dvc_yaml import STAGES, stage_module
+
+from stages.core import stage
+
+MODULES = sorted({stage_module(s) for s in STAGES.values()})
+
+
+def declared_outputs(module: str) -> set[str]:
+    outs = set()
+    for stage_def in STAGES.values():
+        if stage_module(stage_def) != module:
+            continue
+        for entry in stage_def.get("outs", []) + stage_def.get("metrics", []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            outs.add(path.replace(f"/{stage_def.get('item')}", "/<model>") if stage_def.get("item") else path)
+    return outs
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help_names_what_the_stage_reads_writes_and_its_params_and_writes_nothing(module, tmp_path, monkeypatch, capsys):
+    project = copy_project(tmp_path / "p")
+    before = tree_snapshot(project)
+    monkeypatch.chdir(project)
+    entry = importlib.import_module(module)
+    choices = {"model": ["linear", "simple_net", "resnet18"]} if module == "stages.train_mnist" else None
+    with pytest.raises(SystemExit) as exit_info:
+        stage.run(entry.main, entry.__doc__, entry.PARAMS, choices=choices, argv=["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert "Reads:" in shown and "Writes:" in shown and "params.yaml keys:" in shown
+    for key in entry.PARAMS:
+        assert key in shown
+    for output in declared_outputs(module):
+        assert output in shown, f"{output} is not named in {module}'s help"
+    assert tree_snapshot(project) == before
+
+
+def test_help_from_the_command_line_and_a_bad_argument(tmp_path):
+    shown = subprocess.run([sys.executable, "-m", "stages.fetch_pets", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert shown.returncode == 0 and "data/raw/pets/images/" in shown.stdout and shown.stderr == ""
+    bad = subprocess.run([sys.executable, "-m", "stages.fetch_pets", "--fast"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip() == "error: python -m stages.fetch_pets: unrecognized arguments: --fast (see --help)"
+
+
+def test_user_commands_answer_help_too(capsys):
+    from stages import compare, predict
+
+    for command in (compare.cli, predict.cli):
+        with pytest.raises(SystemExit) as exit_info:
+            command(["--help"])
+        assert exit_info.value.code == 0 and "Reads" in capsys.readouterr().out
