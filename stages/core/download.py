@@ -13,9 +13,10 @@ import tempfile
 import urllib.error
 from pathlib import Path, PurePosixPath
 
-from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
-
 from stages.core.stage import UserError
+
+# torchvision's helpers are imported where used: the offline sample never downloads, and importing torchvision
+# costs seconds a stage need not spend.
 
 OFFLINE_HINT = "to run offline on the bundled sample data, set 'source: sample' in params.yaml"
 
@@ -30,6 +31,8 @@ class UnsafeArchiveError(UserError):
 
 def download_verified(mirrors: list[str], filename: str, md5: str, into: Path) -> Path:
     """Download ``filename`` from the first mirror that serves it with the right md5."""
+    from torchvision.datasets.utils import calculate_md5, download_url
+
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
@@ -66,6 +69,8 @@ def check_tar_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
 
 def extract_safely(archive: Path, to: Path) -> None:
     """Extract a tar (any compression) after checking every member, or decompress a single-file archive."""
+    from torchvision.datasets.utils import extract_archive
+
     archive, to = Path(archive), Path(to)
     try:
         if tarfile.is_tarfile(archive):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
+
+# torch and scikit-learn are imported in the function that needs each: the data stages start seconds faster.
 
 
 def random_split(n_items: int, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """fastai's ``RandomSplitter(valid_pct, seed)``: the first ``int(valid_pct * n)`` of a seeded permutation
     are validation. Same generator and arithmetic, so the same file order gives the book's split."""
+    import torch
+
     torch.manual_seed(seed)
     order = torch.randperm(n_items).numpy()
     cut = int(valid_pct * n_items)
@@ -18,6 +20,8 @@ def random_split(n_items: int, valid_pct: float, seed: int) -> tuple[np.ndarray,
 
 def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of train and validation with every class in the same proportion in both."""
+    from sklearn.model_selection import train_test_split
+
     index = np.arange(len(labels))
     train, valid = train_test_split(index, test_size=valid_pct, random_state=seed, stratify=labels)
     return np.sort(train), np.sort(valid)

@@ -15,12 +15,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
 
 from stages.core import splits
 from stages.core.stage import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 RAW_FILE = "mnist.npz"
 IDX_FILES = {  # decompressed names of the four resources
@@ -84,6 +88,8 @@ def load_raw(folder: Path) -> dict[str, np.ndarray]:
 def load_split(folder: Path, name: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """(images as float (N, 28, 28) in [0, 1], digit labels, ids) of the prepared ``train`` or ``valid`` split.
     An image's id is its row in the raw file, the same in every revision that keeps the source."""
+    import torch  # here, not above: fetching and preparing the digits need numpy alone, and start faster
+
     path = Path(folder) / f"{name}.npz"
     try:
         with np.load(path) as split:
@@ -105,6 +111,8 @@ class Digits:
 
     @classmethod
     def load(cls, folder: Path) -> Digits:
+        import torch
+
         train_x, train_digits, _ = load_split(folder, "train")
         valid_x, valid_digits, valid_ids = load_split(folder, "valid")
         digits = sorted(torch.unique(train_digits).tolist())
