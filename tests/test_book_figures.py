@@ -25,9 +25,9 @@ BOOK_MNIST = {
 }
 BOOK_PETS = {
     **FULL,
-    "pets.presize": 460, "pets.presize_workers": 8, "pets.split": "random", "pets.valid_pct": 0.2, "pets.seed": 42,
+    "pets.presize": 460, "pets.split": "random", "pets.valid_pct": 0.2, "pets.seed": 42,
     "pets_model.arch": "resnet34", "pets_model.weights": "imagenet", "pets_model.size": 224,
-    "pets_model.min_scale": 0.75, "pets_model.batch_size": 64, "pets_model.workers": 8,
+    "pets_model.min_scale": 0.75, "pets_model.batch_size": 64,
 }  # fmt: skip
 # fine_tune(2) with fastai's default base_lr 2e-3: book error 0.1062 frozen, then 0.0954, 0.0805.
 FINE_TUNE_2 = {"fine_tune": {"epochs": 2, "freeze_epochs": 1, "base_lr": 2e-3, "lr_mult": 100, "pct_start": 0.3,
