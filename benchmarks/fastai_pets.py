@@ -26,7 +26,7 @@ from fastai.vision.all import (
 )  # fmt: skip
 
 
-def dataloaders(folder: Path, size: int, min_scale: float, batch_size: int, workers: int):
+def dataloaders(folder: Path, *, size: int, min_scale: float, batch_size: int, workers: int):
     index = json.loads((folder / "index.json").read_text())
     images = np.concatenate([np.load(folder / f"{s}_images.npy") for s in ("train", "valid")])
     labels = np.concatenate([np.load(folder / f"{s}_labels.npy") for s in ("train", "valid")])
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     set_seed(args.seed, reproducible=True)
-    dls = dataloaders(args.data, args.size, args.min_scale, args.batch_size, args.workers)
+    dls = dataloaders(args.data, size=args.size, min_scale=args.min_scale, batch_size=args.batch_size, workers=args.workers)
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
     with learn.no_bar(), learn.no_logging():
         start = time.perf_counter()

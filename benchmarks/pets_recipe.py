@@ -40,7 +40,7 @@ def main() -> None:
     os.chdir(args.project)  # the learner reads data/pets, as the stages do
     compute = Compute.from_params(params["compute"])
     pretrained = wants_pretrained(cfg["weights"], params["source"])
-    learn = pets_learner(cfg, pretrained, compute, data.read_index()["classes"])
+    learn = pets_learner(cfg, pretrained, compute, classes=data.read_index()["classes"])
     start = time.perf_counter()
     finder = params["lr_find"]
     if args.lr is None:

@@ -107,10 +107,10 @@ def presize_benchmark(n_images: int = 240) -> dict:
         paths = []
         for i in range(n_images):
             path = Path(tmp) / f"img_{i}.jpg"
-            pets_standin.render(styles[i % len(styles)], rng, 375, 500).save(path, "JPEG", quality=90)
+            pets_standin.render(styles[i % len(styles)], rng, min_side=375, max_side=500).save(path, "JPEG", quality=90)
             paths.append(path)
         runs = {"plain_pil_loop": lambda: [np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (size, size))) for p in paths],
-                "stage": lambda: presize.presize_to_file(paths, size, workers, Path(tmp) / "out.npy")}  # fmt: skip
+                "stage": lambda: presize.presize_to_file(paths, size, workers=workers, out=Path(tmp) / "out.npy")}  # fmt: skip
         speed = {}
         for name, run in runs.items():
             run()  # warm the page cache and the worker start-up path alike

@@ -43,7 +43,8 @@ def main(p: dict) -> None:
     report = {kind: evaluation.accuracy_report(actual, pred, classes) for kind, pred in predicted.items()}
     with atomic.output_dir(OUT) as out:
         atomic.write_json(out / "metrics.json", report)
-        evaluation.write_predictions(out, [str(i) for i in valid_ids], actual, predicted, classes, "pixel similarity")
+        evaluation.write_predictions(out, [str(i) for i in valid_ids], actual, predicted=predicted, classes=classes,
+                                     title="pixel similarity")  # fmt: skip
         plot_means(means, classes, out / "mean_images.png")
     for kind, figures in report.items():
         print(f"pixel similarity ({kind}): accuracy {figures['accuracy']:.4f} [95% CI {figures['accuracy_low']:.3f}, "

@@ -124,7 +124,7 @@ def main(rev_a: str, rev_b: str, as_json: bool) -> None:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = stage.parser(__doc__, [], "python -m stages.compare")
+    parser = stage.parser(__doc__, [], prog="python -m stages.compare")
     parser.add_argument("rev_a", nargs="?", default="HEAD", help="first revision (default: HEAD)")
     parser.add_argument("rev_b", nargs="?", default=WORKSPACE, help=f"second revision (default: the {WORKSPACE})")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -33,15 +33,15 @@ def main(p: dict) -> None:
     valid = data.PresizedPets("valid")
     resize = lambda batch: augment.resize_batch(batch, saved["size"], saved["normalized"])  # noqa: E731
     outputs, targets, _ = evaluate(compute.prepare(net), loader(valid, 64, compute, shuffle=False, seed=0),
-                                   torch.nn.CrossEntropyLoss(), compute, resize)  # fmt: skip
+                                   loss_func=torch.nn.CrossEntropyLoss(), compute=compute, tfm=resize)  # fmt: skip
     predicted, actual = outputs.argmax(1).numpy(), targets.numpy()
 
     probabilities = outputs.softmax(1)
     with atomic.output_dir(OUT) as out:
         files = data.read_index()["files"]["valid"]
-        evaluation.write_predictions(out, files, actual, {"predicted": predicted}, classes, "Pets, validation",
-                                     extra={"probability": probabilities.max(1).values.numpy()})  # fmt: skip
-        confused = interpret.most_confused(actual, predicted, classes, settings["min_val"])
+        evaluation.write_predictions(out, files, actual, predicted={"predicted": predicted}, classes=classes,
+                                     title="Pets, validation", extra={"probability": probabilities.max(1).values.numpy()})  # fmt: skip
+        confused = interpret.most_confused(actual, predicted, classes, min_val=settings["min_val"])
         pd.DataFrame(confused, columns=["actual", "predicted", "count"]).to_csv(out / "most_confused.csv", index=False)
         losses, index = interpret.top_losses(outputs, targets, settings["top_losses"])
         titles = [f"{classes[predicted[i]]} / {classes[actual[i]]} / {loss:.2f} / {probabilities[i, predicted[i]]:.2f}"

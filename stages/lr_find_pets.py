@@ -23,7 +23,7 @@ PARAMS = ["source", "compute", "pets_model", "lr_find"]
 OUT = Path("metrics/pets/lr_find")
 
 
-def plot(path: Path, lrs: list[float], losses: list[float], suggestions: dict) -> None:
+def plot(path: Path, lrs: list[float], losses: list[float], *, suggestions: dict) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs[:-5] or lrs, losses[:-5] or losses)  # fastai leaves out the last 5 points
     for name, s in suggestions.items():
@@ -36,7 +36,7 @@ def plot(path: Path, lrs: list[float], losses: list[float], suggestions: dict) -
 def main(p: dict) -> None:
     cfg, finder = p["pets_model"], p["lr_find"]
     pretrained = wants_pretrained(cfg["weights"], p["source"])
-    learn = pets_learner(cfg, pretrained, Compute.from_params(p["compute"]), read_index()["classes"])
+    learn = pets_learner(cfg, pretrained, Compute.from_params(p["compute"]), classes=read_index()["classes"])
     if pretrained:
         learn.freeze()  # a pretrained learner starts frozen, as fine_tune's first phase
     lrs, losses = learn.lr_find(finder["start_lr"], finder["end_lr"], finder["num_it"])
@@ -47,7 +47,7 @@ def main(p: dict) -> None:
         summary = {"iterations": len(lrs), "suggestions": suggestions,
                    "chosen": {"name": chosen, "lr": suggestions[chosen]["lr"]}}  # fmt: skip
         atomic.write_json(out / "suggestions.json", summary)
-        plot(out / "lr_find.png", lrs, losses, suggestions)
+        plot(out / "lr_find.png", lrs, losses, suggestions=suggestions)
     found = ", ".join(f"{name} {s['lr']:.2e}" for name, s in suggestions.items())
     print(f"lr_find: {len(lrs)} iterations; {found}; using {chosen}")
 

@@ -77,7 +77,7 @@ def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> t
     return outputs.softmax(1).cpu(), classes
 
 
-def main(model_name: str, images: list[str], top_k: int, device_name: str) -> None:
+def main(model_name: str, images: list[str], *, top_k: int, device_name: str) -> None:
     device = devices.pick(device_name)
     paths = [Path(image) for image in images]
     if model_name == "pets":
@@ -90,13 +90,13 @@ def main(model_name: str, images: list[str], top_k: int, device_name: str) -> No
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = stage.parser(__doc__, [], "python -m stages.predict")
+    parser = stage.parser(__doc__, [], prog="python -m stages.predict")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--model", choices=CHOICES, default="pets")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
-    stage.guarded(lambda: main(args.model, args.images, args.top_k, args.device))
+    stage.guarded(lambda: main(args.model, args.images, top_k=args.top_k, device_name=args.device))
 
 
 if __name__ == "__main__":

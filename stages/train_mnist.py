@@ -53,8 +53,8 @@ def main(p: dict, model: str) -> None:
             metrics = {**report, "loss": round(result.history[-1]["valid_loss"], 6), **result.extra, "step": log.epochs}
             atomic.write_json(metrics_dir / "metrics.json", metrics)
             items = [str(i) for i in digits.valid_ids]
-            evaluation.write_predictions(metrics_dir, items, actual, {"predicted": predicted}, digits.classes,
-                                         f"MNIST {model}, validation")  # fmt: skip
+            evaluation.write_predictions(metrics_dir, items, actual, predicted={"predicted": predicted},
+                                         classes=digits.classes, title=f"MNIST {model}, validation")  # fmt: skip
             saved = {"model": model, "classes": digits.classes, "state_dict": result.state_dict}
             info = {**world.compute.run_info(), "model": model, "epochs": len(result.history), "processes": world.size}
             checkpoint.save(model_dir, saved, info)

@@ -47,7 +47,7 @@ def resolve_base_lr(setting) -> float:
     return float(setting)  # the schema has checked it is a number > 0
 
 
-def plot_show_batch(path: Path, cfg: dict, classes: list[str], normalized: bool) -> None:
+def plot_show_batch(path: Path, cfg: dict, *, classes: list[str], normalized: bool) -> None:
     """The first training images through a copy of the augmentation: training's own randomness is left alone."""
     train = PresizedPets("train")
     images = [train[i] for i in range(min(SHOW_BATCH, len(train)))]
@@ -68,7 +68,7 @@ def main(p: dict) -> None:
     with distributed.process_group(compute) as world:
         with world.main_only(atomic.output_dir(METRICS)) as metrics_dir, world.main_only(atomic.output_dir(MODEL)) as model_dir:
             with world.main_only(TrainingLog("train_pets", error_rate=True)) as log:
-                learn = pets_learner(cfg, pretrained, world.compute, classes, on_epoch=log, world=world)
+                learn = pets_learner(cfg, pretrained, world.compute, classes=classes, on_epoch=log, world=world)
                 start = time.perf_counter()
                 history = learn.fine_tune(**schedule)
                 seconds = time.perf_counter() - start
@@ -83,7 +83,7 @@ def main(p: dict) -> None:
                        **proportion("top5_accuracy", in_top5, n), "correct": correct, "images": n,
                        "valid_loss": round(valid_loss, 6), "lr": schedule["base_lr"], "step": log.epochs}  # fmt: skip
             atomic.write_json(metrics_dir / "metrics.json", metrics)
-            plot_show_batch(metrics_dir / "show_batch.png", cfg, classes, wants_normalized(pretrained))
+            plot_show_batch(metrics_dir / "show_batch.png", cfg, classes=classes, normalized=wants_normalized(pretrained))
             weights = {k: v.cpu() for k, v in learn.model.state_dict().items()}
             saved = {"arch": cfg["arch"], "classes": classes, "presize": learn.dls.valid.dataset.presize,
                      "size": cfg["size"], "normalized": wants_normalized(pretrained), "state_dict": weights}  # fmt: skip

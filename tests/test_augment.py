@@ -23,7 +23,7 @@ def plain(n: int, presize: int) -> augment.AugParams:
 
 
 def sample(batch: torch.Tensor, p: augment.AugParams, size: int) -> torch.Tensor:
-    grid = augment.sampling_grid(p, batch.shape[-1], size, batch.device)
+    grid = augment.sampling_grid(p, presize=batch.shape[-1], size=size, device=batch.device)
     return F.grid_sample(batch, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 

@@ -33,7 +33,7 @@ def test_mean_images_and_nearest_mean():
 
 def test_sample_baseline_agrees_with_an_independent_computation():
     images, labels = mnist_data.read_sample()
-    split = mnist_data.select_and_split({"images": images, "labels": labels}, [3, 7], 0.2, 42, source="sample")
+    split = mnist_data.select_and_split({"images": images, "labels": labels}, [3, 7], valid_pct=0.2, seed=42, source="sample")
     (train_x, train_y, _), (valid_x, valid_y, _) = split["train"], split["valid"]
     to_t = lambda a: torch.from_numpy(a).float() / 255  # noqa: E731
     means = pixel_similarity.mean_images(to_t(train_x), torch.from_numpy(train_y), [3, 7])

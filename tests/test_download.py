@@ -60,7 +60,7 @@ def test_download_verified_falls_back_to_the_next_mirror(http_server, tmp_path):
     served, url = http_server
     (served / "good").mkdir()
     (served / "good" / "f.bin").write_bytes(b"payload")
-    got = download.download_verified([url + "missing/", url + "good/"], "f.bin", md5_of(served / "good" / "f.bin"), tmp_path)
+    got = download.download_verified([url + "missing/", url + "good/"], "f.bin", md5=md5_of(served / "good" / "f.bin"), into=tmp_path)
     assert got.read_bytes() == b"payload"
 
 
@@ -68,7 +68,7 @@ def test_md5_mismatch_names_url_and_how_to_go_offline(http_server, tmp_path):
     served, url = http_server
     (served / "f.bin").write_bytes(b"payload")
     with pytest.raises(download.DownloadError) as err:
-        download.download_verified([url], "f.bin", "0" * 32, tmp_path)
+        download.download_verified([url], "f.bin", md5="0" * 32, into=tmp_path)
     message = str(err.value)
     assert url + "f.bin" in message and "md5 mismatch" in message and "source: sample" in message
     assert "\n" not in message
@@ -78,7 +78,7 @@ def test_md5_mismatch_names_url_and_how_to_go_offline(http_server, tmp_path):
 def test_404_names_url(http_server, tmp_path):
     _, url = http_server
     with pytest.raises(download.DownloadError, match=r"f.bin: HTTP 404.*source: sample"):
-        download.download_verified([url], "f.bin", "0" * 32, tmp_path)
+        download.download_verified([url], "f.bin", md5="0" * 32, into=tmp_path)
 
 
 @pytest.mark.parametrize(

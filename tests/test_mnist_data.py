@@ -37,12 +37,12 @@ def test_raw_layout_roundtrip_and_corrupt_file(tmp_path):
 
 def test_sample_split_is_stratified_and_seeded(sample):
     raw = {"images": sample[0], "labels": sample[1]}
-    split = mnist_data.select_and_split(raw, [3, 7], 0.2, 42, source='raw')
+    split = mnist_data.select_and_split(raw, [3, 7], valid_pct=0.2, seed=42, source="raw")
     counts = mnist_data.counts(split)
     assert counts == {"train": {"total": 800, "3": 400, "7": 400}, "valid": {"total": 200, "3": 100, "7": 100}}
-    again = mnist_data.select_and_split(raw, [3, 7], 0.2, 42, source='raw')
+    again = mnist_data.select_and_split(raw, [3, 7], valid_pct=0.2, seed=42, source="raw")
     np.testing.assert_array_equal(split["valid"][0], again["valid"][0])
-    other = mnist_data.select_and_split(raw, [3, 7], 0.2, 43, source='raw')
+    other = mnist_data.select_and_split(raw, [3, 7], valid_pct=0.2, seed=43, source="raw")
     assert not np.array_equal(split["valid"][0], other["valid"][0])
 
 
@@ -50,7 +50,7 @@ def test_official_split_is_kept_when_the_source_has_one():
     labels = np.array([3, 7, 1, 3, 7, 7])
     raw = {"images": np.arange(6 * 784, dtype=np.uint8).reshape(6, 28, 28) % 255, "labels": labels,
            "in_test_set": np.array([0, 0, 0, 1, 1, 0], bool)}  # fmt: skip
-    split = mnist_data.select_and_split(raw, [3, 7], 0.5, 0, source='raw')
+    split = mnist_data.select_and_split(raw, [3, 7], valid_pct=0.5, seed=0, source="raw")
     assert split["train"][1].tolist() == [3, 7, 7] and split["valid"][1].tolist() == [3, 7]
     ids = sorted(split["train"][2].tolist() + split["valid"][2].tolist())
     assert all(raw["labels"][i] in (3, 7) for i in ids) and len(set(ids)) == 5  # rows of the raw file
@@ -58,8 +58,8 @@ def test_official_split_is_kept_when_the_source_has_one():
 
 def test_all_ten_digits_and_missing_digit(sample):
     raw = {"images": sample[0], "labels": sample[1]}
-    split = mnist_data.select_and_split(raw, list(range(10)), 0.2, 0, source='raw')
+    split = mnist_data.select_and_split(raw, list(range(10)), valid_pct=0.2, seed=0, source="raw")
     assert sorted(np.unique(split["valid"][1]).tolist()) == list(range(10))
     raw_no_9 = {"images": sample[0][sample[1] != 9], "labels": sample[1][sample[1] != 9]}
     with pytest.raises(UserError, match=r"mnist.digits .*digit\(s\) \[9\]"):
-        mnist_data.select_and_split(raw_no_9, [3, 9], 0.2, 0, source='raw')
+        mnist_data.select_and_split(raw_no_9, [3, 9], valid_pct=0.2, seed=0, source="raw")

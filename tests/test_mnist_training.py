@@ -52,7 +52,7 @@ def _linear_problem():
 def test_calc_grad_matches_autograd_and_a_finite_difference():
     x, y, w, b = _linear_problem()
     model = lambda xb: linear_by_hand.linear1(xb, w, b)  # noqa: E731
-    linear_by_hand.calc_grad(x, y, model, linear_by_hand.mnist_loss)
+    linear_by_hand.calc_grad(x, y, model, loss_fn=linear_by_hand.mnist_loss)
     expected_w, expected_b = torch.autograd.grad(linear_by_hand.mnist_loss(model(x), y), [w, b])
     torch.testing.assert_close(w.grad, expected_w)
     eps = 1e-6
@@ -76,7 +76,7 @@ def test_calc_grad_matches_autograd_and_a_finite_difference():
 def test_step_moves_against_the_gradient_and_zeroes_it():
     x, y, w, b = _linear_problem()
     model = lambda xb: linear_by_hand.linear1(xb, w, b)  # noqa: E731
-    before_loss = linear_by_hand.calc_grad(x, y, model, linear_by_hand.mnist_loss).item()
+    before_loss = linear_by_hand.calc_grad(x, y, model, loss_fn=linear_by_hand.mnist_loss).item()
     w0, b0, gw, gb = w.detach().clone(), b.detach().clone(), w.grad.clone(), b.grad.clone()
     linear_by_hand.step([w, b], lr=1.0)
     torch.testing.assert_close(w.detach(), w0 - gw)

@@ -122,6 +122,6 @@ def test_random_split_is_fastais_random_splitter():
 
 def test_official_split_uses_the_annotation_lists(standin):
     files = [name for name, _ in pets_layout.labelled_images(standin / "images")]
-    index = pets_layout.split_files(files, "official", 0.2, 42, standin / "annotations")
+    index = pets_layout.split_files(files, "official", valid_pct=0.2, seed=42, annotations=standin / "annotations")
     assert len(index["train"]) + len(index["valid"]) == len(files)
     assert all(int(files[i].rsplit("_", 1)[1][:-4]) % 2 == 1 for i in index["train"])

@@ -159,12 +159,12 @@ def test_most_confused_is_sorted_and_honours_min_val():
     classes = ["Birman", "Ragdoll", "pug"]
     actual = np.array([1, 1, 1, 0, 2, 2, 0])
     predicted = np.array([0, 0, 0, 1, 0, 2, 0])
-    assert interpretation.most_confused(actual, predicted, classes, 1) == [
+    assert interpretation.most_confused(actual, predicted, classes, min_val=1) == [
         {"actual": "Ragdoll", "predicted": "Birman", "count": 3},
         {"actual": "Birman", "predicted": "Ragdoll", "count": 1},
         {"actual": "pug", "predicted": "Birman", "count": 1},
     ]
-    assert len(interpretation.most_confused(actual, predicted, classes, 2)) == 1
+    assert len(interpretation.most_confused(actual, predicted, classes, min_val=2)) == 1
 
 
 def test_top_losses_are_the_worst_images():

@@ -29,7 +29,7 @@ class UnsafeArchiveError(UserError):
     pass
 
 
-def download_verified(mirrors: list[str], filename: str, md5: str, into: Path) -> Path:
+def download_verified(mirrors: list[str], filename: str, *, md5: str, into: Path) -> Path:
     """Download ``filename`` from the first mirror that serves it with the right md5."""
     from torchvision.datasets.utils import calculate_md5, download_url
 
@@ -91,6 +91,6 @@ def fetch_and_extract(mirrors: list[str], files: dict[str, str], to: Path) -> No
     The archives themselves are deleted afterwards: DVC caches what was extracted.
     """
     with tempfile.TemporaryDirectory(dir=to, prefix=".downloads-") as downloads:
-        paths = [download_verified(mirrors, name, md5, Path(downloads)) for name, md5 in files.items()]
+        paths = [download_verified(mirrors, name, md5=md5, into=Path(downloads)) for name, md5 in files.items()]
         for path in paths:
             extract_safely(path, to)

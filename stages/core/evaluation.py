@@ -47,7 +47,7 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, classes: list[str], title: str) -> None:
+def plot_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, *, classes: list[str], title: str) -> None:
     size = max(4.0, 0.3 * len(classes))  # 37 breeds need room to stay readable
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay.from_predictions(
@@ -58,7 +58,7 @@ def plot_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, classe
     save_figure(fig, path)
 
 
-def write_predictions(folder: Path, items: list[str], actual: np.ndarray, predicted: dict[str, np.ndarray],
+def write_predictions(folder: Path, items: list[str], actual: np.ndarray, *, predicted: dict[str, np.ndarray],
                       classes: list[str], title: str, extra: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
     """``predictions.csv`` (item, actual, one column per entry of ``predicted``, then ``extra``) and, for each
     prediction column, a confusion-matrix picture: ``confusion.png`` for one column, ``confusion_<column>.png``
@@ -71,4 +71,4 @@ def write_predictions(folder: Path, items: list[str], actual: np.ndarray, predic
     for column, values in predicted.items():
         name = "confusion" if len(predicted) == 1 else f"confusion_{column}"
         suffix = "" if len(predicted) == 1 else f", {column}"
-        plot_confusion(Path(folder) / f"{name}.png", actual, values, classes, f"{title}{suffix}")
+        plot_confusion(Path(folder) / f"{name}.png", actual, values, classes=classes, title=f"{title}{suffix}")

@@ -26,10 +26,10 @@ def progress(items: Iterable[T], description: str, total: int | None = None, uni
     elif mode == "off":
         yield from items
     else:
-        yield from _lines(items, description, total, unit, settings.progress_seconds())
+        yield from _lines(items, description, total=total, unit=unit, every=settings.progress_seconds())
 
 
-def _lines(items: Iterable[T], description: str, total: int | None, unit: str, every: float) -> Iterator[T]:
+def _lines(items: Iterable[T], description: str, *, total: int | None, unit: str, every: float) -> Iterator[T]:
     start = last = time.monotonic()
     for done, item in enumerate(items, 1):
         yield item

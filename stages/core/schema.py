@@ -130,7 +130,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def _walk(tree: Any, schema: Any, prefix: str, errors: list[str]) -> None:
+def _walk(tree: Any, schema: Any, *, prefix: str, errors: list[str]) -> None:
     if callable(schema):
         allowed = schema(tree)
         if allowed:
@@ -148,7 +148,7 @@ def _walk(tree: Any, schema: Any, prefix: str, errors: list[str]) -> None:
         if key not in tree:
             errors.append(f"{path}: missing")
         else:
-            _walk(tree[key], sub, path, errors)
+            _walk(tree[key], sub, prefix=path, errors=errors)
 
 
 def cross_checks(tree: dict) -> list[str]:
@@ -167,7 +167,7 @@ def cross_checks(tree: dict) -> list[str]:
 def validate(tree: Any, source: str = "params.yaml") -> None:
     """Raise one UserError listing every problem (the first line names the first one), or return."""
     errors: list[str] = []
-    _walk(tree, SCHEMA, "", errors)
+    _walk(tree, SCHEMA, prefix="", errors=errors)
     if not errors:
         errors = cross_checks(tree)
     if errors:

@@ -25,7 +25,7 @@ class _OneLineParser(argparse.ArgumentParser):
         sys.exit(USAGE_EXIT)
 
 
-def parser(doc: str, params: Sequence[str], prog: str, choices: dict[str, Sequence[str]] | None = None):
+def parser(doc: str, params: Sequence[str], *, prog: str, choices: dict[str, Sequence[str]] | None = None):
     keys = ", ".join(params) if params else "none"
     p = _OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=f"params.yaml keys: {keys}")  # fmt: skip
@@ -60,7 +60,7 @@ def run(main: Callable[..., None], doc: str, params: Sequence[str], choices: dic
     """
     module = sys.modules.get("__main__")
     prog = f"python -m {module.__spec__.name}" if module and module.__spec__ else sys.argv[0]
-    args = vars(parser(doc, params, prog, choices).parse_args(argv))
+    args = vars(parser(doc, params, prog=prog, choices=choices).parse_args(argv))
     sys.stdout.reconfigure(line_buffering=True)
     if not distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         print(f"error: {prog} runs in one process; torchrun is for train_pets and train_mnist resnet18", file=sys.stderr)

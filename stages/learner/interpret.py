@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix
 from stages.core import evaluation
 
 
-def most_confused(actual: np.ndarray, predicted: np.ndarray, classes: list[str], min_val: int) -> list[dict]:
+def most_confused(actual: np.ndarray, predicted: np.ndarray, classes: list[str], *, min_val: int) -> list[dict]:
     """Off-diagonal cells of the confusion matrix with at least ``min_val`` images, most frequent first."""
     matrix = confusion_matrix(actual, predicted, labels=list(range(len(classes))))
     np.fill_diagonal(matrix, 0)
@@ -29,7 +29,7 @@ def top_losses(outputs: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[to
     return losses.topk(min(k, len(losses)))
 
 
-def plot_images(path: Path, images: np.ndarray, titles: list[str], heading: str, columns: int = 3) -> None:
+def plot_images(path: Path, images: np.ndarray, titles: list[str], *, heading: str, columns: int = 3) -> None:
     """A grid of (H, W, 3) images (uint8, or float in [0, 1]), each with its title."""
     columns = min(columns, len(images)) or 1
     rows = max(1, -(-len(images) // columns))
@@ -45,10 +45,10 @@ def plot_images(path: Path, images: np.ndarray, titles: list[str], heading: str,
 
 def plot_top_losses(path: Path, images: np.ndarray, titles: list[str]) -> None:
     """fastai's ``plot_top_losses``: each image titled "predicted / actual / loss / probability"."""
-    plot_images(path, images, titles, "Prediction / Actual / Loss / Probability")
+    plot_images(path, images, titles, heading="Prediction / Actual / Loss / Probability")
 
 
 def show_batch(path: Path, batch: torch.Tensor, labels: list[str]) -> None:
     """fastai's ``show_batch``: augmented training images (N, 3, H, W) in [0, 1] with their labels."""
     images = batch.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
-    plot_images(path, images, labels, "show_batch: augmented training images", columns=4)
+    plot_images(path, images, labels, heading="show_batch: augmented training images", columns=4)

@@ -37,7 +37,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def loader(dataset: Dataset, batch_size: int, compute: Compute, shuffle: bool, seed: int, workers: int = 0,
+def loader(dataset: Dataset, batch_size: int, compute: Compute, *, shuffle: bool, seed: int, workers: int = 0,
            drop_last: bool = False) -> DataLoader:  # fmt: skip
     """The order comes from a generator of ``seed`` in this process, so worker processes change no result."""
     return DataLoader(
@@ -64,7 +64,7 @@ def decode(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.argmax(1)
 
 
-def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, loss_func: Callable,
+def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, loss_func: Callable,
                opt: torch.optim.Optimizer, compute: Compute, tfm: BatchTransform | None) -> torch.Tensor:  # fmt: skip
     """One optimiser step on one batch (copied to the device and transformed there); returns the loss."""
     xb, yb = compute.to_device(xb, yb, tfm)
@@ -76,13 +76,13 @@ def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, loss_func: 
     return loss
 
 
-def train_one_epoch(model: nn.Module, data: DataLoader, loss_func: Callable, opt: torch.optim.Optimizer,
+def train_one_epoch(model: nn.Module, data: DataLoader, *, loss_func: Callable, opt: torch.optim.Optimizer,
                     compute: Compute, tfm: BatchTransform | None, scheduler=None, description: str = "") -> float:  # fmt: skip
     """Train on every batch of ``data``; ``scheduler`` steps every batch (one-cycle). Returns the mean loss."""
     model.train()
     loss_sum, count = 0.0, 0
     for xb, yb in progress(data, description, unit="batches"):
-        loss = train_step(model, xb, yb, loss_func, opt, compute, tfm)
+        loss = train_step(model, xb, yb, loss_func=loss_func, opt=opt, compute=compute, tfm=tfm)
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.item() * len(yb)
@@ -90,7 +90,7 @@ def train_one_epoch(model: nn.Module, data: DataLoader, loss_func: Callable, opt
     return loss_sum / count
 
 
-def evaluate(model: nn.Module, data: DataLoader, loss_func: Callable, compute: Compute,
+def evaluate(model: nn.Module, data: DataLoader, *, loss_func: Callable, compute: Compute,
              tfm: BatchTransform | None) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
     """All outputs (float32, on the CPU) for ``data``, its targets, and the mean loss."""
     model.eval()
@@ -137,17 +137,17 @@ class Learner:
             group["lr"] = lr
         return self._fit(n_epoch, opt, scheduler=None, description=self.name)
 
-    def fit_one_cycle(self, n_epoch: int, lr_max: float | list[float], div: float = 25.0, div_final: float = 1e5,
+    def fit_one_cycle(self, n_epoch: int, lr_max: float | list[float], *, div: float = 25.0, div_final: float = 1e5,
                       pct_start: float = 0.25, description: str | None = None) -> list[dict]:  # fmt: skip
         """``lr_max`` a number, or one per layer group (discriminative rates)."""
         n_groups = len(self.splitter(self.model))
         lrs = lr_max if isinstance(lr_max, list) else [lr_max] * n_groups
         opt = self._optimizer(lrs)
         max_lr = [lr for lr in lrs for _ in (0, 1)]  # two optimiser groups per layer group (decay, no decay)
-        scheduler = one_cycle(opt, max_lr, n_epoch * len(self.dls.train), pct_start, div, div_final)
-        return self._fit(n_epoch, opt, scheduler, description or self.name)
+        scheduler = one_cycle(opt, max_lr, n_epoch * len(self.dls.train), pct_start=pct_start, div=div, div_final=div_final)
+        return self._fit(n_epoch, opt, scheduler=scheduler, description=description or self.name)
 
-    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
+    def fine_tune(self, epochs: int, base_lr: float = 2e-3, *, freeze_epochs: int = 1, lr_mult: float = 100,
                   pct_start: float = 0.3, div: float = 5.0, freeze_lr: float | None = None,
                   freeze_pct_start: float = 0.99) -> list[dict]:  # fmt: skip
         """fastai's ``fine_tune``: the body frozen (BatchNorm still trains) for ``freeze_epochs`` of one-cycle at
@@ -176,10 +176,10 @@ class Learner:
         num_it = max(num_it, finder.MIN_ITERATIONS)
         lrs, losses, smooth = [], [], finder.SmoothedLoss()
         for xb, yb in progress(self._cycle(self.dls.train), "lr_find", total=num_it, unit="batches"):
-            lr = finder.exponential_lr(start_lr, end_lr, len(lrs), num_it)
+            lr = finder.exponential_lr(start_lr, end_lr, i=len(lrs), num_it=num_it)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = train_step(model, xb, yb, self.loss_func, opt, self.compute, self.dls.train_tfm)
+            loss = train_step(model, xb, yb, loss_func=self.loss_func, opt=opt, compute=self.compute, tfm=self.dls.train_tfm)
             smoothed = smooth.add(loss.item())
             lrs.append(lr)
             losses.append(smoothed)
@@ -209,7 +209,7 @@ class Learner:
     # --- predictions -----------------------------------------------------------------------------------
     def get_preds(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Validation outputs (float32, CPU), targets and mean loss."""
-        return evaluate(self.model, self.dls.valid, self.loss_func, self.compute, self.dls.valid_tfm)
+        return evaluate(self.model, self.dls.valid, loss_func=self.loss_func, compute=self.compute, tfm=self.dls.valid_tfm)
 
     # --- the loop ----------------------------------------------------------------------------------------
     def _optimizer(self, lrs: list[float]) -> torch.optim.Optimizer:
@@ -217,14 +217,15 @@ class Learner:
             self.opt = self.opt_func(param_groups(self.splitter(self.model), lrs, self.wd))
         return self.opt
 
-    def _fit(self, n_epoch: int, opt: torch.optim.Optimizer, scheduler, description: str) -> list[dict]:
+    def _fit(self, n_epoch: int, opt: torch.optim.Optimizer, *, scheduler, description: str) -> list[dict]:
         history = []
         train_model = distributed.wrap(self.model, self.world)  # what the training steps call: DDP on several
         for epoch in range(n_epoch):
             start = time.perf_counter()
             distributed.start_epoch(self.dls.train, epoch)
-            train_loss = train_one_epoch(train_model, self.dls.train, self.loss_func, opt, self.compute,
-                                         self.dls.train_tfm, scheduler, f"{description} epoch {epoch + 1}/{n_epoch}")  # fmt: skip
+            train_loss = train_one_epoch(train_model, self.dls.train, loss_func=self.loss_func, opt=opt,
+                                         compute=self.compute, tfm=self.dls.train_tfm, scheduler=scheduler,
+                                         description=f"{description} epoch {epoch + 1}/{n_epoch}")  # fmt: skip
             outputs, targets, valid_loss = self.get_preds()
             record = {
                 "epoch": epoch + 1,

@@ -20,7 +20,7 @@ from stages.learner import LR_SUGGESTIONS
 MIN_ITERATIONS = 6  # fastai's floor on num_it
 
 
-def exponential_lr(start_lr: float, end_lr: float, i: int, num_it: int) -> float:
+def exponential_lr(start_lr: float, end_lr: float, *, i: int, num_it: int) -> float:
     return start_lr * (end_lr / start_lr) ** (i / num_it)
 
 

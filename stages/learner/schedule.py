@@ -7,7 +7,7 @@ import torch
 from stages.core.stage import UserError
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, max_lr, total_steps: int, pct_start: float, div: float = 25.0,
+def one_cycle(optimizer: torch.optim.Optimizer, max_lr, total_steps: int, *, pct_start: float, div: float = 25.0,
               div_final: float = 1e5) -> torch.optim.lr_scheduler.OneCycleLR:  # fmt: skip
     """fastai's ``fit_one_cycle`` schedule: cosine warm-up from ``max_lr / div`` to ``max_lr``, cosine down to
     ``max_lr / div_final``; momentum (Adam's beta1) cycled 0.95 -> 0.85 -> 0.95. ``max_lr`` may be a list,

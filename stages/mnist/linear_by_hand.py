@@ -46,7 +46,7 @@ def batch_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return correct.float().mean()
 
 
-def calc_grad(xb: torch.Tensor, yb: torch.Tensor, model: Callable, loss_fn: Callable) -> torch.Tensor:
+def calc_grad(xb: torch.Tensor, yb: torch.Tensor, model: Callable, *, loss_fn: Callable) -> torch.Tensor:
     loss = loss_fn(model(xb), yb)
     loss.backward()
     return loss
@@ -58,10 +58,10 @@ def step(params: Params, lr: float) -> None:
         p.grad.zero_()
 
 
-def train_epoch(model: Callable, batches: Iterable, lr: float, params: Params, loss_fn: Callable) -> float:
+def train_epoch(model: Callable, batches: Iterable, *, lr: float, params: Params, loss_fn: Callable) -> float:
     losses = []
     for xb, yb in batches:
-        losses.append(calc_grad(xb, yb, model, loss_fn).item())
+        losses.append(calc_grad(xb, yb, model, loss_fn=loss_fn).item())
         step(params, lr)
     return sum(losses) / len(losses)
 

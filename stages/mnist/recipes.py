@@ -60,13 +60,14 @@ def train_linear(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback
     target = binary_target if n_out == 1 else (lambda y: y)
     loss_fn = linear_by_hand.mnist_loss if n_out == 1 else linear_by_hand.softmax_loss
     cpu = Compute(torch.device("cpu"), mixed=False)
-    train = loader(TensorDataset(d.train_x.flatten(1), target(d.train_y)), cfg["batch_size"], cpu, True, cfg["seed"])
-    valid = loader(TensorDataset(d.valid_x.flatten(1), target(d.valid_y)), cfg["batch_size"], cpu, False, 0)
+    train = loader(TensorDataset(d.train_x.flatten(1), target(d.train_y)), cfg["batch_size"], cpu, shuffle=True,
+                   seed=cfg["seed"])  # fmt: skip
+    valid = loader(TensorDataset(d.valid_x.flatten(1), target(d.valid_y)), cfg["batch_size"], cpu, shuffle=False, seed=0)
 
     before, _ = linear_by_hand.validate_epoch(model, valid, loss_fn)
     history = []
     for epoch in range(cfg["epochs"]):
-        train_loss = linear_by_hand.train_epoch(model, train, cfg["lr"], params, loss_fn)
+        train_loss = linear_by_hand.train_epoch(model, train, lr=cfg["lr"], params=params, loss_fn=loss_fn)
         accuracy, valid_loss = linear_by_hand.validate_epoch(model, valid, loss_fn)
         record = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss, "accuracy": accuracy}
         history.append(record)
@@ -80,11 +81,9 @@ def train_linear(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback
 def _digits_loaders(d: Digits, cfg: dict, compute: Compute, add_channel: bool,
                     world: distributed.World = distributed.SINGLE) -> DataLoaders:  # fmt: skip
     shape = (lambda x: x[:, None]) if add_channel else (lambda x: x)
-    train = loader(TensorDataset(shape(d.train_x), d.train_y), cfg["batch_size"], compute, True, cfg["seed"])
-    return DataLoaders(
-        train=distributed.sharded(train, world, cfg["seed"]),
-        valid=loader(TensorDataset(shape(d.valid_x), d.valid_y), cfg["batch_size"], compute, False, 0),
-    )
+    train = loader(TensorDataset(shape(d.train_x), d.train_y), cfg["batch_size"], compute, shuffle=True, seed=cfg["seed"])
+    valid = loader(TensorDataset(shape(d.valid_x), d.valid_y), cfg["batch_size"], compute, shuffle=False, seed=0)
+    return DataLoaders(train=distributed.sharded(train, world, cfg["seed"]), valid=valid)
 
 
 def _result(learn: Learner, history: list[dict]) -> Result:

@@ -45,11 +45,11 @@ class AugParams:
     contrast: torch.Tensor  # (N,) > 0, 1 when not drawn
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+def _uniform(n: int, low: float, high: float, *, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g, dtype=torch.float64) * (high - low) + low
 
 
-def _masked(values: torch.Tensor, p: float, neutral: float, g: torch.Generator) -> torch.Tensor:
+def _masked(values: torch.Tensor, *, p: float, neutral: float, g: torch.Generator) -> torch.Tensor:
     """fastai's ``mask_tensor``: each value kept with probability ``p``, else ``neutral``."""
     keep = torch.rand(len(values), generator=g, dtype=torch.float64) < p
     return torch.where(keep, values, torch.full_like(values, neutral))
@@ -69,19 +69,21 @@ class AugTransforms:
     p_lighting: float = 0.75
 
     def draw(self, n: int, presize: int, g: torch.Generator) -> AugParams:
-        area = _uniform(n, self.min_scale, 1.0, g) * presize * presize
+        area = _uniform(n, self.min_scale, 1.0, g=g) * presize * presize
         crop = area.sqrt().round().clamp(1, presize).long()  # fastai: int(round(sqrt(area * ratio))), ratio 1
         top = (torch.rand(n, generator=g, dtype=torch.float64) * (presize - crop + 1)).floor().long()
         left = (torch.rand(n, generator=g, dtype=torch.float64) * (presize - crop + 1)).floor().long()
         flip = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0).double()
-        warp_x = _masked(_uniform(n, -self.max_warp, self.max_warp, g), self.p_affine, 0.0, g)
-        warp_y = _masked(_uniform(n, -self.max_warp, self.max_warp, g), self.p_affine, 0.0, g)
-        rotate = _masked(_uniform(n, -self.max_rotate, self.max_rotate, g), self.p_affine, 0.0, g)
-        zoom = _masked(_uniform(n, 1.0, self.max_zoom, g), self.p_affine, 1.0, g)
-        zoom_col, zoom_row = _uniform(n, 0.0, 1.0, g), _uniform(n, 0.0, 1.0, g)
+        warp_x = _masked(_uniform(n, -self.max_warp, self.max_warp, g=g), p=self.p_affine, neutral=0.0, g=g)
+        warp_y = _masked(_uniform(n, -self.max_warp, self.max_warp, g=g), p=self.p_affine, neutral=0.0, g=g)
+        rotate = _masked(_uniform(n, -self.max_rotate, self.max_rotate, g=g), p=self.p_affine, neutral=0.0, g=g)
+        zoom = _masked(_uniform(n, 1.0, self.max_zoom, g=g), p=self.p_affine, neutral=1.0, g=g)
+        zoom_col, zoom_row = _uniform(n, 0.0, 1.0, g=g), _uniform(n, 0.0, 1.0, g=g)
         light = self.max_lighting
-        brightness = _masked(_uniform(n, 0.5 * (1 - light), 0.5 * (1 + light), g), self.p_lighting, 0.5, g)
-        contrast = _masked(_uniform(n, math.log(1 - light), -math.log(1 - light), g).exp(), self.p_lighting, 1.0, g)
+        brightness = _uniform(n, 0.5 * (1 - light), 0.5 * (1 + light), g=g)
+        brightness = _masked(brightness, p=self.p_lighting, neutral=0.5, g=g)
+        contrast = _uniform(n, math.log(1 - light), -math.log(1 - light), g=g).exp()
+        contrast = _masked(contrast, p=self.p_lighting, neutral=1.0, g=g)
         return AugParams(crop, top, left, flip, rotate, zoom, zoom_col, zoom_row, warp_x, warp_y, brightness, contrast)
 
 
@@ -127,7 +129,7 @@ def warp_homographies(p: AugParams) -> torch.Tensor:
     return torch.cat([h, one[:, None]], 1).reshape(len(x), 3, 3)
 
 
-def sampling_grid(p: AugParams, presize: int, size: int, device: torch.device) -> torch.Tensor:
+def sampling_grid(p: AugParams, *, presize: int, size: int, device: torch.device) -> torch.Tensor:
     """(N, size, size, 2): for each output pixel, where to read the presized image. The warp is applied after the
     affine map, so the two compose into one projective matrix per image (computed in float64 on the CPU), applied
     to the output's pixel grid in one batched product on the device."""
@@ -147,7 +149,7 @@ def sampling_grid(p: AugParams, presize: int, size: int, device: torch.device) -
 PRESAMPLE_ABOVE = 1.25
 
 
-def _presample(x: torch.Tensor, presize: int, crop_max: int, size: int) -> torch.Tensor:
+def _presample(x: torch.Tensor, *, crop_max: int, size: int) -> torch.Tensor:
     """Shrink by area averaging first when the bilinear sampling would skip pixels (fastai's ``_grid_sample``)."""
     factor = crop_max / size / 2
     if factor > PRESAMPLE_ABOVE:
@@ -183,8 +185,9 @@ class BatchAugment:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         p = self.params(batch)
         presize, size = batch.shape[-1], self.settings.size
-        x = _presample(batch.float(), presize, int(p.crop.max()), size)
-        x = F.grid_sample(x, sampling_grid(p, presize, size, x.device), mode="bilinear", padding_mode="reflection",
+        x = _presample(batch.float(), crop_max=int(p.crop.max()), size=size)
+        grid = sampling_grid(p, presize=presize, size=size, device=x.device)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
                           align_corners=True)  # fmt: skip
         x = lighting(x.mul_(1 / 255), p, in_place=True)  # scaled after sampling: fewer pixels by then
         return normalize(x, in_place=True) if self.normalize else x
@@ -193,7 +196,7 @@ class BatchAugment:
 def resize_batch(batch: torch.Tensor, size: int, normalized: bool) -> torch.Tensor:
     """Validation (and prediction): the whole presized image resampled to ``size`` as fastai's validation crop."""
     presize = batch.shape[-1]
-    x = _presample(batch.float(), presize, presize, size)
+    x = _presample(batch.float(), crop_max=presize, size=size)
     n = x.shape[0]  # not len(x): torch.export keeps the batch size symbolic
     theta = torch.eye(2, 3, device=x.device).expand(n, 2, 3)
     grid = F.affine_grid(theta, [n, 1, size, size], align_corners=True)

@@ -61,7 +61,7 @@ def read_split_list(path: Path) -> set[str]:
     return {line.split()[0] + ".jpg" for line in lines if line.strip() and not line.startswith("#")}
 
 
-def split_files(files: list[str], how: str, valid_pct: float, seed: int, annotations: Path) -> dict[str, list[int]]:
+def split_files(files: list[str], how: str, *, valid_pct: float, seed: int, annotations: Path) -> dict[str, list[int]]:
     """Indices into ``files`` of each split: fastai's ``RandomSplitter(valid_pct, seed)`` (``random``), or the
     dataset's own ``trainval.txt`` / ``test.txt`` (``official``)."""
     if how == "random":

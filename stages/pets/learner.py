@@ -38,7 +38,7 @@ class Limited:
         return self.batches
 
 
-def pets_learner(cfg: dict, pretrained: bool, compute: Compute, classes: list[str], on_epoch=None,
+def pets_learner(cfg: dict, pretrained: bool, compute: Compute, *, classes: list[str], on_epoch=None,
                  world: distributed.World = distributed.SINGLE) -> Learner:  # fmt: skip
     """``cfg`` is the ``pets_model`` block; ``classes`` the vocab of the presized data; ``world`` the processes
     torchrun started, if any (each trains on its share of every batch)."""
@@ -48,8 +48,8 @@ def pets_learner(cfg: dict, pretrained: bool, compute: Compute, classes: list[st
 
     def split(name: str, shuffle: bool):
         # fastai drops the last, smaller training batch: BatchNorm statistics of a handful of images are noise.
-        return loader(data.PresizedPets(name), cfg["batch_size"], compute, shuffle, cfg["seed"], settings.workers(),
-                      drop_last=shuffle)  # fmt: skip
+        return loader(data.PresizedPets(name), cfg["batch_size"], compute, shuffle=shuffle, seed=cfg["seed"],
+                      workers=settings.workers(), drop_last=shuffle)  # fmt: skip
 
     train, valid = distributed.sharded(split("train", True), world, cfg["seed"]), split("valid", False)
     if cfg["batches_per_epoch"] != "all":

@@ -48,7 +48,7 @@ def _chunks(paths: list[Path], size: int, workers: int):
         yield from map(_presize_chunk, tasks)
 
 
-def presize_to_file(paths: list[Path], size: int, workers: int, out: Path, description: str = "presize") -> list[int]:
+def presize_to_file(paths: list[Path], size: int, *, workers: int, out: Path, description: str = "presize") -> list[int]:
     """Presize ``paths`` into the ``.npy`` file ``out``, (N_ok, size, size, 3) uint8; return the indices that failed.
 
     The decoded images are appended to a raw file as they arrive; the ``.npy`` header, which needs their final

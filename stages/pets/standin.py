@@ -59,7 +59,7 @@ def breed_styles(seed: int) -> list[BreedStyle]:
     ]
 
 
-def _outline(shape: str, cx: float, cy: float, radius: float, aspect: float, angle: float) -> list[tuple]:
+def _outline(shape: str, *, cx: float, cy: float, radius: float, aspect: float, angle: float) -> list[tuple]:
     if shape == "ellipse":
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
         pts = np.stack([np.cos(t), np.sin(t)], 1)
@@ -83,7 +83,7 @@ def _jitter(colour: np.ndarray, rng: np.random.Generator, amount: float) -> np.n
     return np.clip(colour + rng.normal(0, amount, 3), 0, 255)
 
 
-def render(style: BreedStyle, rng: np.random.Generator, min_side: int, max_side: int) -> Image.Image:
+def render(style: BreedStyle, rng: np.random.Generator, *, min_side: int, max_side: int) -> Image.Image:
     width, height = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     # Background: jittered colour with a gradient, plus clutter blobs of random colours.
@@ -102,7 +102,7 @@ def render(style: BreedStyle, rng: np.random.Generator, min_side: int, max_side:
     cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
     angle = rng.uniform(0, 2 * np.pi)
     mask_img = Image.new("L", (width, height))
-    ImageDraw.Draw(mask_img).polygon(_outline(style.shape, cx, cy, radius, style.aspect, angle), fill=255)
+    ImageDraw.Draw(mask_img).polygon(_outline(style.shape, cx=cx, cy=cy, radius=radius, aspect=style.aspect, angle=angle), fill=255)
     mask = np.asarray(mask_img) > 0
     period = style.pattern_period * radius * 2 * rng.uniform(0.8, 1.25)
     u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
@@ -151,7 +151,7 @@ def _generate_breed(root: Path, seed: int, b: int, images_per_breed: int, min_si
     rows = []
     for number in range(1, images_per_breed + 1):
         stem = f"{breed}_{number}"
-        image = render(style, rng, min_side, max_side)
+        image = render(style, rng, min_side=min_side, max_side=max_side)
         (root / "images" / f"{stem}.jpg").write_bytes(_encode(image, quirks.get((b, number)), rng))
         rows.append(annotation_row(stem, breed))
     return rows
