@@ -257,7 +257,8 @@ def fastai_benchmark(project: Path) -> dict:
                   "--freeze-epochs", str(schedule["freeze_epochs"]), "--threads", str(PARAMS["compute"]["cpu_threads"]),
                   "--workers", env["PIPELINE_WORKERS"]]  # fmt: skip
         for name, command in (("this_project", ours), ("fastai", theirs)):
-            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+            # cwd: fastai's lr_find saves a temporary model under ./models; keep it in the throwaway project
+            out = subprocess.run(command, env=env, cwd=project, capture_output=True, text=True, check=True).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
             print(f"  fastai part: {name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
 

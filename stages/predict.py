@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.core import checkpoint, devices, stage
+from stages.core import stage
 from stages.mnist import MODELS
-from stages.mnist.recipes import model_for
-from stages.pets import augment, model, presize
+
+if TYPE_CHECKING:
+    import torch
 
 CHOICES = ["pets"] + [f"mnist/{name}" for name in MODELS]
 
@@ -42,12 +43,16 @@ def read_image(path: Path) -> Image.Image:
 
 
 def pets_probabilities(paths: list[Path], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    import torch
+
+    from stages.core import checkpoint
+    from stages.pets import augment, model, presize
+
     saved = checkpoint.load(Path("data/models/pets/model.pt"), rerun="train_pets")
     net = model.build(saved["arch"], pretrained=False, n_classes=len(saved["classes"]))
     net.load_state_dict(saved["state_dict"])
     arrays = []
     for path in paths:
-        read_image(path)  # a clear error for a missing or foreign file
         array = presize.presize_image(path, saved["presize"])
         if array is None:
             raise stage.UserError(f"{path}: not an image that can be decoded")
@@ -59,6 +64,11 @@ def pets_probabilities(paths: list[Path], device: torch.device) -> tuple[torch.T
 
 
 def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    import torch
+
+    from stages.core import checkpoint
+    from stages.mnist.recipes import model_for
+
     saved = checkpoint.load(Path(f"data/models/mnist/{name}/model.pt"), rerun=f"train_mnist@{name}")
     classes = saved["classes"]
     digits = []
@@ -78,8 +88,12 @@ def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> t
 
 
 def main(model_name: str, images: list[str], *, top_k: int, device_name: str) -> None:
-    device = devices.pick(device_name)
     paths = [Path(image) for image in images]
+    for path in paths:
+        read_image(path)  # every file checked before torch and the model load: a bad one fails in a second
+    from stages.core import devices
+
+    device = devices.pick(device_name)
     if model_name == "pets":
         probabilities, classes = pets_probabilities(paths, device)
     else:

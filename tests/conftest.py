@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
@@ -100,12 +102,21 @@ def changed_stages(project: Path) -> set[str]:
 @pytest.fixture(scope="session")
 def first_build(tmp_path_factory) -> tuple[Path, set[str]]:
     """The project on tiny params, built with ``dvc repro`` and committed (dvc.lock, metrics) as a user's main
-    branch would be; and the stages that first run ran."""
-    project = copy_project(tmp_path_factory.mktemp("built") / "project")
-    ran = repro(project)
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "built")
-    return project, ran
+    branch would be; and the stages that first run ran. Built once per test run: with ``-n 2`` (pytest-xdist) the
+    first worker to need it builds it and the others wait for it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # each worker's own folder sits in the run's
+    project, record = shared / "built" / "project", shared / "built" / "ran.json"
+    with FileLock(shared / "built.lock"):
+        if not record.is_file():
+            shutil.rmtree(project.parent, ignore_errors=True)  # what a failed build left
+            copy_project(project)
+            ran = repro(project)
+            git(project, "add", "-A")
+            git(project, "commit", "-qm", "built")
+            record.write_text(json.dumps(sorted(ran)))
+    return project, set(json.loads(record.read_text()))
 
 
 @pytest.fixture(scope="session")

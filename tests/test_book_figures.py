@@ -1,7 +1,7 @@
 """The book's figures on the full datasets, with the book's recipes. Needs a network (downloads MNIST,
 Oxford-IIIT Pets and ImageNet weights) and, for Pets, a GPU to finish in reasonable time:
 
-    ./with-env pytest -m slow tests/test_book_figures.py
+    ./with-env pytest -m network tests/test_book_figures.py
 
 Each test copies the project into a temporary repo, sets the recipe's params and runs ``dvc repro``.
 """
@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from conftest import copy_project
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.network
 
 FULL = {"source": "full", "mnist.digits": [3, 7]}
 BOOK_MNIST = {

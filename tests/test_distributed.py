@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_two_processes_train_pets_within_the_one_process_interval_and_write_once
     assert not (clone / "dvclive").exists()
 
 
+@pytest.mark.slow  # a minute on 2 cores; the Pets case above runs the same DistributedDataParallel path
 def test_two_processes_train_the_mnist_resnet_within_the_one_process_interval(clone):
     # 200 validation digits at about 90% accuracy: a much tighter interval than the tiny Pets set gives.
     single = json.loads((clone / "metrics/mnist/resnet18/metrics.json").read_text())
@@ -46,6 +48,8 @@ def test_two_processes_train_the_mnist_resnet_within_the_one_process_interval(cl
 
 
 def test_a_stage_that_is_not_distributed_refuses_torchrun_in_one_line(built):
-    result = torchrun(built, "stages.interpret_pets")
+    # WORLD_SIZE is what torchrun sets in each process it starts, and what the refusal reads.
+    result = subprocess.run([sys.executable, "-m", "stages.interpret_pets"], cwd=built, capture_output=True, text=True,
+                            env={**os.environ, "WORLD_SIZE": "2"})  # fmt: skip
     assert result.returncode != 0
     assert "error: python -m stages.interpret_pets runs in one process; torchrun is for train_pets" in result.stderr

@@ -116,16 +116,16 @@ def _temporaries(project: Path) -> list[Path]:
     [
         (signal.SIGTERM, "fetch_pets", "standin-half-written"),
         (signal.SIGKILL, "fetch_pets", "standin-half-written"),
-        (signal.SIGKILL, "train_mnist@resnet18", "first-epoch-logged"),
+        (signal.SIGKILL, "train_pets", "first-epoch-logged"),
     ],
-    ids=["sigterm-fetch_pets", "sigkill-fetch_pets", "sigkill-train_resnet18"],
+    ids=["sigterm-fetch_pets", "sigkill-fetch_pets", "sigkill-train_pets"],
 )
 def test_a_killed_stage_keeps_the_committed_results_and_the_next_repro_completes(clone, sig, target, moment):
     markers = {
         # half the stand-in written into the temporary folder, nothing renamed into place yet
         "standin-half-written": lambda: any(len(list(t.glob("images/*"))) > 60 for t in (clone / "data/raw").glob(".pets.tmp-*")),
         # dvclive has logged an epoch of the rerun into its live folder
-        "first-epoch-logged": lambda: (clone / "dvclive/train_mnist@resnet18/plots/metrics/accuracy.tsv").is_file(),
+        "first-epoch-logged": lambda: (clone / "dvclive/train_pets/plots/metrics/error_rate.tsv").is_file(),
     }  # fmt: skip
     process = subprocess.Popen(["dvc", "repro", "--force", "--single-item", target], cwd=clone, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

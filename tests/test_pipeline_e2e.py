@@ -152,6 +152,10 @@ def test_models_write_metrics_curves_predictions_and_weights(built):
 
 def test_pets_metrics_carry_intervals_and_the_summary_flat_keys(built):
     pets = json.loads((built / "metrics/pets/train/metrics.json").read_text())
+    # one step per epoch of the whole fine_tune, the frozen one first: no step twice in the curves
+    assert pets["step"] == 1 + 1  # freeze_epochs 1 + epochs 1 (tiny params)
+    curve = pd.read_csv(built / "metrics/pets/train/plots/metrics/error_rate.tsv", sep="\t")
+    assert curve["step"].tolist() == [1, 2] and curve["error_rate"].iloc[-1] == pytest.approx(pets["error_rate"], abs=1e-6)
     assert pets["error_rate"] == pytest.approx(1 - pets["accuracy"], abs=1e-6)
     assert pets["error_rate_low"] <= pets["error_rate"] <= pets["error_rate_high"]
     summary = json.loads((built / "metrics/summary.json").read_text())

@@ -64,3 +64,13 @@ def test_a_failed_run_leaves_its_partial_curves_for_a_look(tmp_path, monkeypatch
     assert (tmp_path / "dvclive/train_x/plots/metrics/accuracy.tsv").is_file()
     with live.TrainingLog("train_x") as log:  # the next run starts clean
         assert not (tmp_path / "dvclive/train_x/plots/metrics/accuracy.tsv").exists()
+
+
+def test_steps_count_on_across_fits_as_fine_tunes_two_phases(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with live.TrainingLog("train_x") as log:
+        for record in records(1) + records(3):  # the frozen phase's epoch 1, then the unfrozen phase's 1 to 3
+            log(record)
+        log.save(tmp_path / "out")
+    assert log.epochs == 4
+    assert pd.read_csv(tmp_path / "out/plots/metrics/accuracy.tsv", sep="\t")["step"].tolist() == [1, 2, 3, 4]

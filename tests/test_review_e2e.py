@@ -46,27 +46,6 @@ def compare(project, *revisions: str) -> dict:
     return json.loads(result.stdout)["models"]
 
 
-def test_two_experiments_show_different_metrics_and_compare_reads_them_by_name(main_branch):
-    # --temp runs each in its own copy, so neither inherits the other's params and the workspace stays on main.
-    dvc(main_branch, "exp", "run", "--temp", "-n", "l1-only", "-S", "baseline.distances=[l1]")
-    dvc(main_branch, "exp", "run", "--temp", "-n", "linear-slow", "-S", "mnist_models.linear.lr=0.01")
-    found = exp_metrics(main_branch)
-    assert {"l1-only", "linear-slow"} <= set(found)
-    assert "mnist_pixel_l2_accuracy" not in found["l1-only"] and "mnist_pixel_l2_accuracy" in found["linear-slow"]
-    assert found["linear-slow"]["mnist_linear_accuracy"] != found["l1-only"]["mnist_linear_accuracy"]
-
-    # An experiment name is a revision for stages.compare, and its figures are statsmodels' on the same images.
-    models = compare(main_branch, "HEAD", "linear-slow")
-    linear = models["mnist linear"]
-    assert linear["status"] == "compared" and linear["images"] == 200
-    assert linear["accuracy_b"] == pytest.approx(found["linear-slow"]["mnist_linear_accuracy"], abs=1e-6)
-    rights = linear["right_only_in_a"], linear["right_only_in_b"]
-    table = [[int(round(linear["accuracy_a"] * 200)) - rights[0], rights[0]], [rights[1], 0]]
-    assert linear["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, abs=1e-12)
-    assert models["mnist resnet18"]["right_only_in_a"] == models["mnist resnet18"]["right_only_in_b"] == 0
-    assert compare(main_branch, "HEAD", "l1-only")["pixel similarity (l2)"]["status"].startswith("l2 not computed")
-
-
 def test_metrics_diff_and_compare_show_what_a_change_did(main_branch):
     before = json.loads((main_branch / "metrics/summary.json").read_text())
     (main_branch / "params.yaml").write_text((main_branch / "params.yaml").read_text().replace("lr: 1.0", "lr: 0.01", 1))
@@ -93,19 +72,34 @@ def test_metrics_diff_and_compare_show_what_a_change_did(main_branch):
     assert committed_files_changed(main_branch) == ""
 
 
-def test_two_queued_experiments_run_by_two_workers_both_finish(main_branch):
-    for lr in ("0.5", "0.05"):
-        dvc(main_branch, "exp", "run", "--queue", "-n", f"queued-lr-{lr}", "-S", f"mnist_models.linear.lr={lr}")
+def test_two_queued_experiments_run_by_two_workers_and_compare_reads_them_by_name(main_branch):
+    # Queued experiments run in their own copies, so neither inherits the other's params; the workspace stays on main.
+    experiments = {"l1-only": "baseline.distances=[l1]", "linear-slow": "mnist_models.linear.lr=0.01"}
+    for name, change in experiments.items():
+        dvc(main_branch, "exp", "run", "--queue", "-n", name, "-S", change)
     dvc(main_branch, "queue", "start", "-j", "2")
     # 'queue logs' follows an experiment until it ends: wait for both, then read their results.
-    for lr in ("0.5", "0.05"):
-        subprocess.run(["dvc", "queue", "logs", "-f", f"queued-lr-{lr}"], cwd=main_branch, capture_output=True, timeout=600)
+    for name in experiments:
+        subprocess.run(["dvc", "queue", "logs", "-f", name], cwd=main_branch, capture_output=True, timeout=600)
     dvc(main_branch, "queue", "stop", "--kill")
     status = dvc(main_branch, "queue", "status").stdout
     assert "Failed" not in status, status
     found = exp_metrics(main_branch)
-    assert {"queued-lr-0.5", "queued-lr-0.05"} <= set(found), status
-    assert found["queued-lr-0.5"]["mnist_linear_accuracy"] != found["queued-lr-0.05"]["mnist_linear_accuracy"]
+    assert set(experiments) <= set(found), status
+    assert "mnist_pixel_l2_accuracy" not in found["l1-only"] and "mnist_pixel_l2_accuracy" in found["linear-slow"]
+    assert found["linear-slow"]["mnist_linear_accuracy"] != found["l1-only"]["mnist_linear_accuracy"]
+    assert committed_files_changed(main_branch) == ""
+
+    # An experiment name is a revision for stages.compare, and its figures are statsmodels' on the same images.
+    models = compare(main_branch, "HEAD", "linear-slow")
+    linear = models["mnist linear"]
+    assert linear["status"] == "compared" and linear["images"] == 200
+    assert linear["accuracy_b"] == pytest.approx(found["linear-slow"]["mnist_linear_accuracy"], abs=1e-6)
+    rights = linear["right_only_in_a"], linear["right_only_in_b"]
+    table = [[int(round(linear["accuracy_a"] * 200)) - rights[0], rights[0]], [rights[1], 0]]
+    assert linear["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, abs=1e-12)
+    assert models["mnist resnet18"]["right_only_in_a"] == models["mnist resnet18"]["right_only_in_b"] == 0
+    assert compare(main_branch, "HEAD", "l1-only")["pixel similarity (l2)"]["status"].startswith("l2 not computed")
 
 
 def test_push_then_pull_into_a_fresh_clone_runs_nothing(main_branch, tmp_path):

@@ -38,13 +38,14 @@ class TrainingLog:
         return self
 
     def __call__(self, record: dict) -> None:
-        """Log one epoch's record; step N is epoch N, so the curves and metrics.json agree on the last step."""
-        self.live.step = record["epoch"]
+        """Log one epoch's record. Step N is the Nth epoch of the whole stage, counted across fits (fine_tune's
+        frozen and unfrozen phases each count their epochs from 1), so the curves and metrics.json agree."""
+        self.epochs += 1
+        self.live.step = self.epochs
         for key in self.keys:
             self.live.log_metric(key, record[key])
         if self.error_rate:
             self.live.log_metric("error_rate", 1 - record["accuracy"])
-        self.epochs = record["epoch"]
         self.live.next_step()  # writes the curves and metrics.json now, for whoever is watching
 
     def save(self, out: Path) -> None:
