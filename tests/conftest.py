@@ -99,6 +99,14 @@ def changed_stages(project: Path) -> set[str]:
         return set(repo.status())
 
 
+PROJECT_FIXTURES = {"first_build", "built", "clone", "main_branch", "status_project"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need no built project first: on two test processes, one builds it while the other runs them."""
+    items.sort(key=lambda item: bool(PROJECT_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
 @pytest.fixture(scope="session")
 def first_build(tmp_path_factory) -> tuple[Path, set[str]]:
     """The project on tiny params, built with ``dvc repro`` and committed (dvc.lock, metrics) as a user's main
