@@ -76,7 +76,7 @@ def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> t
         gray = read_image(path).convert("L")
         if gray.size != (28, 28):
             gray = ImageOps.fit(gray, (28, 28), Image.Resampling.BILINEAR)
-        digits.append(torch.from_numpy(np.asarray(gray, dtype=np.uint8)).float() / 255)
+        digits.append(torch.from_numpy(np.array(gray, dtype=np.uint8)).float() / 255)  # a writable copy
     x = torch.stack(digits).to(device)
     net = model_for(name, saved["state_dict"], len(classes)).to(device).eval()
     with torch.no_grad():
