@@ -63,7 +63,7 @@ def pets_probabilities(paths: list[Path], device: torch.device) -> tuple[torch.T
         return net.to(device).eval()(x).float().softmax(1).cpu(), saved["classes"]
 
 
-def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+def mnist_probabilities(name: str, images: list[Image.Image], device: torch.device) -> tuple[torch.Tensor, list[str]]:
     import torch
 
     from stages.core import checkpoint
@@ -72,8 +72,8 @@ def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> t
     saved = checkpoint.load(Path(f"data/models/mnist/{name}/model.pt"), rerun=f"train_mnist@{name}")
     classes = saved["classes"]
     digits = []
-    for path in paths:
-        gray = read_image(path).convert("L")
+    for image in images:
+        gray = image.convert("L")
         if gray.size != (28, 28):
             gray = ImageOps.fit(gray, (28, 28), Image.Resampling.BILINEAR)
         digits.append(torch.from_numpy(np.array(gray, dtype=np.uint8)).float() / 255)  # a writable copy
@@ -89,15 +89,14 @@ def mnist_probabilities(name: str, paths: list[Path], device: torch.device) -> t
 
 def main(model_name: str, images: list[str], *, top_k: int, device_name: str) -> None:
     paths = [Path(image) for image in images]
-    for path in paths:
-        read_image(path)  # every file checked before torch and the model load: a bad one fails in a second
+    decoded = [read_image(path) for path in paths]  # every file checked before torch loads: a bad one fails at once
     from stages.core import devices
 
     device = devices.pick(device_name)
     if model_name == "pets":
         probabilities, classes = pets_probabilities(paths, device)
     else:
-        probabilities, classes = mnist_probabilities(model_name.split("/", 1)[1], paths, device)
+        probabilities, classes = mnist_probabilities(model_name.split("/", 1)[1], decoded, device)
     top = probabilities.topk(min(top_k, len(classes)), 1)
     for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist()):
         print(f"{path}: " + ", ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values, indices)))
