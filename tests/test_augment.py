@@ -148,6 +148,20 @@ def test_each_image_gets_its_own_parameters_and_the_same_seed_the_same_ones():
     assert torch.equal(out, again)
 
 
+def test_kept_buffers_change_no_result_and_each_batch_gets_a_new_output():
+    """The augmentation reuses its float input and grid between batches; a batch's output must not depend on what
+    came before it, must survive the next call, and a smaller last batch must work."""
+    first, second = (torch.randint(0, 256, (n, 3, 40, 40), dtype=torch.uint8) for n in (6, 4))
+    kept = augment.BatchAugment(augment.AugTransforms(24), seed=3, normalize=True)
+    out_first = kept(first)
+    saved = out_first.clone()
+    out_second = kept(second)
+    assert torch.equal(out_first, saved) and out_first.data_ptr() != out_second.data_ptr()
+    fresh = augment.BatchAugment(augment.AugTransforms(24), seed=3, normalize=True)
+    fresh.params(first)  # the same draws as the first call consumed, without its buffers
+    assert torch.equal(fresh(second), out_second) and out_second.shape == (4, 3, 24, 24)
+
+
 def test_parameters_are_drawn_on_the_cpu_so_every_device_augments_alike():
     p = augment.BatchAugment(SETTINGS, seed=1, normalize=False).params(torch.zeros(4, 3, 96, 96, device="meta"))
     assert all(getattr(p, f).device.type == "cpu" for f in p.__dataclass_fields__)
