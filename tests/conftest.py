@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 from filelock import FileLock
+from tools.project import PROJECT_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
-                 ".gitignore"]  # fmt: skip
 
 # Small enough for seconds per stage, large enough that every breed and every stand-in quirk is present.
 TINY_PARAMS = {

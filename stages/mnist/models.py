@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18
 
 
 def simple_net(n_out: int, hidden: int) -> nn.Module:
@@ -17,6 +16,8 @@ def resnet18_for_digits(n_classes: int) -> nn.Module:
     The ImageNet stem (7x7 stride-2 conv, then max-pool) would shrink 28 pixels to 7 before the first residual
     block; a 3x3 stride-1 conv on one channel keeps the max-pool, so the blocks see 14, 7, 4 and 2 pixels.
     """
+    from torchvision.models import resnet18  # here: importing torchvision costs the other two models 1.5 s a stage
+
     model = resnet18(weights=None, num_classes=n_classes)
     model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
     return model
