@@ -33,6 +33,9 @@ TINY_PARAMS = {
     "pets_model.batch_size": 16,
     "lr_find.num_it": 20,
     "fine_tune.epochs": 1,
+    # Two test processes share the two cores: a stage computing on two threads beside the other process's work
+    # would oversubscribe them, and OpenMP's spinning threads then wait on each other.
+    "compute.cpu_threads": 1,
 }
 ALL_STAGES = {"check_params", "fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline",
               "train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18", "lr_find_pets", "train_pets",

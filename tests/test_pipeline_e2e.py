@@ -78,7 +78,7 @@ def status_project(tmp_path_factory, built):
         ({"mnist_models.linear.lr": 0.5}, {"train_mnist@linear"}),
         ({"mnist_models.resnet18.epochs": 2}, {"train_mnist@resnet18"}),
         ({"compute.device": "cpu"}, MODELS | PETS_TRAINING),
-        ({"compute.cpu_threads": 1}, {"baseline"} | MODELS | PETS_TRAINING),
+        ({"compute.cpu_threads": 2}, {"baseline"} | MODELS | PETS_TRAINING),  # the tiny project's is 1
         ({"source": "full"}, {"fetch_mnist", "fetch_pets", "lr_find_pets", "train_pets", "report"}),
     ],
     ids=["baseline-key", "pets-presize", "pets-valid-pct", "pets-epochs", "pets-size", "lr-find", "interpret-min-val",

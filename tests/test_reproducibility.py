@@ -3,7 +3,7 @@ environment that would change the numbers if it were obeyed, reproduces the comm
 
 The environment a user or a machine brings decides, unless the pipeline overrides it, the intra-op thread count
 (OMP_NUM_THREADS, MKL_NUM_THREADS) and the kernels' instruction sets (ATen's, oneDNN's, MKL's, numpy's). Lowering
-the caps here stands in for an older CPU; one thread, for a smaller machine. stages/core/cpu.py pins all of them,
+the caps here stands in for an older CPU; another thread count, for another machine. stages/core/cpu.py pins all of them,
 so the outputs, dvc.lock and the committed metrics stay exactly as they were.
 """
 
@@ -16,9 +16,9 @@ RERUN = {
     "mnist": ["baseline", "train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18"],
     "pets": ["fetch_pets", "presize_pets", "lr_find_pets", "train_pets", "interpret_pets", "export_pets"],
 }
-# One thread instead of two, every instruction-set cap lowered, one worker process instead of two: two thread counts,
-# two caps and two worker counts at once.
-HOSTILE = {"PIPELINE_WORKERS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default",
+# Thread variables that ask for two threads where the params say one (the tiny project's compute.cpu_threads), every
+# instruction-set cap lowered, one worker process instead of two: thread counts, caps and worker counts at once.
+HOSTILE = {"PIPELINE_WORKERS": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default",
            "ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "AUTO",
            "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}  # fmt: skip
 
@@ -33,7 +33,7 @@ def test_a_forced_rerun_in_another_environment_reproduces_every_output_exactly(c
 def test_the_thread_count_param_does_change_the_bits(clone):
     # The check above can fail: threads decide the order of sums. Pinned through params.yaml, that is a change
     # DVC sees and reruns; left to the environment it would silently differ between machines.
-    set_params(clone / "params.yaml", {"compute.cpu_threads": 1})
+    set_params(clone / "params.yaml", {"compute.cpu_threads": 2})  # the tiny project computes on one
     dvc(clone, "repro", "--single-item", "train_pets")
     changed = committed_files_changed(clone)
     assert "metrics/pets/train/metrics.json" in changed or "metrics/pets/train/plots" in changed
