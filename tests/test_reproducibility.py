@@ -3,8 +3,8 @@ environment that would change the numbers if it were obeyed, reproduces the comm
 
 The environment a user or a machine brings decides, unless the pipeline overrides it, the intra-op thread count
 (OMP_NUM_THREADS, MKL_NUM_THREADS) and the kernels' instruction sets (ATen's, oneDNN's, MKL's, numpy's). Lowering
-the caps here stands in for an older CPU; another thread count, for another machine. stages/core/cpu.py pins all of them,
-so the outputs, dvc.lock and the committed metrics stay exactly as they were.
+the caps here stands in for an older CPU; another thread count, for another machine. stages/core/cpu.py pins all of
+them, so the outputs, dvc.lock and the committed metrics stay exactly as they were.
 """
 
 import pytest

@@ -154,8 +154,8 @@ class Learner:
         ``slice(base_lr)``; then ``base_lr /= 2``, unfreeze, and one-cycle for ``epochs`` with rates from
         ``base_lr / lr_mult`` (first layer group) to ``base_lr`` (head). ``freeze_lr`` and ``freeze_pct_start``
         default to fastai's (``base_lr``, 0.99); the book's ``fit_one_cycle(3, 3e-3)`` then
-        ``fit_one_cycle(12, slice(1e-6, 1e-4))`` sets them. Both phases share one optimiser (``Learner.fit`` creates one
-        only when there is none) whose state ``freeze``/``unfreeze`` clear, as fastai's do."""
+        ``fit_one_cycle(12, slice(1e-6, 1e-4))`` sets them. Both phases share one optimiser (``Learner.fit`` creates
+        one only when there is none) whose state ``freeze``/``unfreeze`` clear, as fastai's do."""
         n_groups = len(self.splitter(self.model))
         history = []
         if freeze_epochs > 0:

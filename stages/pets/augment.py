@@ -163,16 +163,15 @@ def _presample(x: torch.Tensor, *, crop_max: int, size: int) -> torch.Tensor:
     return x
 
 
-def logit(x: torch.Tensor) -> torch.Tensor:
-    return x.logit(eps=1e-7)  # fastai's -(1/x - 1).log() of x clamped to [1e-7, 1 - 1e-7]
+LOGIT_EPS = 1e-7  # fastai's logit clamps to [1e-7, 1 - 1e-7]; torch.logit's eps does the same
 
 
 def lighting(x: torch.Tensor, p: AugParams, in_place: bool = False) -> torch.Tensor:
     """fastai's Brightness then Contrast, composed in logit space: ``sigmoid((logit(x) + logit(b)) * c)``, computed
-    in place (on ``x`` itself when ``in_place``) in three passes, the same values as fastai's chain of temporaries."""
+    in place (on ``x`` itself when ``in_place``) in three passes: fastai's values, up to rounding."""
     contrast = p.contrast.float().to(x.device)[:, None, None, None]
-    shift = (logit(p.brightness.float()).to(x.device)[:, None, None, None]) * contrast  # (z + b) c = z c + b c
-    z = x.logit_(eps=1e-7) if in_place else x.logit(eps=1e-7)
+    shift = p.brightness.float().logit(LOGIT_EPS).to(x.device)[:, None, None, None] * contrast  # (z + b) c = z c + b c
+    z = x.logit_(LOGIT_EPS) if in_place else x.logit(LOGIT_EPS)
     return torch.addcmul(shift, z, contrast, out=z).sigmoid_()
 
 
@@ -200,7 +199,8 @@ class BatchAugment:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         p = self.params(batch)
         n, presize, size = len(batch), batch.shape[-1], self.settings.size
-        x = _presample(self._buffer("input", batch.shape, batch.device).copy_(batch), crop_max=int(p.crop.max()), size=size)
+        x = self._buffer("input", batch.shape, batch.device).copy_(batch)
+        x = _presample(x, crop_max=int(p.crop.max()), size=size)
         grid = sampling_grid(p, presize=presize, size=size, device=x.device,
                              out=self._buffer("grid", (n, size, size, 2), x.device))  # fmt: skip
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
@@ -222,7 +222,7 @@ def resize_batch(batch: torch.Tensor, size: int, normalized: bool) -> torch.Tens
 def normalize(x: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
     std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
-    return torch.addcmul(-mean / std, x, 1 / std, out=x) if in_place else (x - mean) / std  # in place: one pass
+    return torch.addcmul(-mean / std, x, 1 / std, out=x if in_place else None)  # (x - mean) / std in one pass
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
