@@ -162,6 +162,18 @@ def test_kept_buffers_change_no_result_and_each_batch_gets_a_new_output():
     assert torch.equal(fresh(second), out_second) and out_second.shape == (4, 3, 24, 24)
 
 
+@pytest.mark.parametrize("presize", [40, 96])  # 96 -> 24 area-averages first, 40 -> 24 does not
+def test_sampling_a_few_images_at_a_time_gives_the_bits_of_the_whole_batch_at_once(monkeypatch, presize):
+    """On the CPU the float conversion and the sampling go a part at a time (for the cache); a GPU does the whole
+    batch. Every image's values must be the same either way, a short last part included."""
+    batch = torch.randint(0, 256, (7, 3, presize, presize), dtype=torch.uint8)
+    outputs = []
+    for images_per_part in (7, 2):
+        monkeypatch.setattr(augment, "CPU_PART_BYTES", images_per_part * batch[0].numel() * 4)
+        outputs.append(augment.BatchAugment(augment.AugTransforms(24), seed=5, normalize=True)(batch))
+    assert torch.equal(*outputs)
+
+
 def test_parameters_are_drawn_on_the_cpu_so_every_device_augments_alike():
     p = augment.BatchAugment(SETTINGS, seed=1, normalize=False).params(torch.zeros(4, 3, 96, 96, device="meta"))
     assert all(getattr(p, f).device.type == "cpu" for f in p.__dataclass_fields__)

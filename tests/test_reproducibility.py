@@ -20,7 +20,7 @@ RERUN = {
 # instruction-set cap lowered, one worker process instead of two: thread counts, caps and worker counts at once.
 HOSTILE = {"PIPELINE_WORKERS": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default",
            "ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "AUTO",
-           "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}  # fmt: skip
+           "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR", "THP_MEM_ALLOC_ENABLE": "0"}  # fmt: skip
 
 
 @pytest.mark.parametrize("stages", list(RERUN.values()), ids=list(RERUN))

