@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy import stats
+from torch import nn
 
+from stages.core.devices import Compute
+from stages.learner.learner import train_step
 from stages.pets import augment
 
 SETTINGS = augment.AugTransforms(size=64, min_scale=0.75)
@@ -23,7 +26,7 @@ def plain(n: int, presize: int) -> augment.AugParams:
 
 
 def sample(batch: torch.Tensor, p: augment.AugParams, size: int) -> torch.Tensor:
-    grid = augment.sampling_grid(p, presize=batch.shape[-1], size=size, device=batch.device)
+    grid = augment.sampling_grid(augment.projective_matrices(p, batch.shape[-1]).to(batch.device), size=size)
     return F.grid_sample(batch, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
@@ -160,6 +163,43 @@ def test_kept_buffers_change_no_result_and_each_batch_gets_a_new_output():
     fresh = augment.BatchAugment(augment.AugTransforms(24), seed=3, normalize=True)
     fresh.params(first)  # the same draws as the first call consumed, without its buffers
     assert torch.equal(fresh(second), out_second) and out_second.shape == (4, 3, 24, 24)
+
+
+def test_the_output_memory_is_reused_only_once_nothing_holds_the_last_batch():
+    """A new 38 MB output per batch costs page faults, so the last one's memory is reused, but never while the
+    caller keeps that batch, a view of it, or autograd saved it for a backward pass not yet run."""
+    batch = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    augmentation = augment.BatchAugment(augment.AugTransforms(24), seed=0, normalize=True)
+    first = augmentation(batch)
+    memory = first.data_ptr()
+    del first
+    released = augmentation(batch)
+    assert released.data_ptr() == memory  # nothing held it: reused
+    row = released[1:]
+    saved, memory = row.clone(), released.data_ptr()
+    del released
+    assert augmentation(batch).data_ptr() != memory and torch.equal(row, saved)  # a view of it was held
+    weight = torch.randn(2, 3, 3, 3, requires_grad=True)
+    graph_input = augmentation(batch)
+    loss, memory, kept = F.conv2d(graph_input, weight).square().sum(), graph_input.data_ptr(), graph_input.clone()
+    del graph_input
+    assert augmentation(batch).data_ptr() != memory  # autograd still held it
+    loss.backward()  # the gradient of the input as it was, not of a later batch written over it
+    reference = weight.detach().clone().requires_grad_()
+    F.conv2d(kept, reference).square().sum().backward()
+    assert torch.equal(weight.grad, reference.grad)
+
+
+def test_the_training_loop_lets_the_augmentation_reuse_its_output():
+    """After a training step nothing holds the augmented batch, so the next one writes into the same memory."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.LazyLinear(2))
+    batch, targets = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8), torch.tensor([0, 1, 0, 1])
+    augmentation = augment.BatchAugment(augment.AugTransforms(24), seed=0, normalize=True)
+    model(torch.zeros(1, 3, 24, 24))  # the lazy layer's shape
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cpu = Compute.from_params({"device": "cpu", "precision": "auto", "cpu_threads": 2})
+    train_step(model, batch, targets, loss_func=nn.CrossEntropyLoss(), opt=opt, compute=cpu, tfm=augmentation)
+    assert not augment._held_elsewhere(augmentation._scratch["output"])
 
 
 @pytest.mark.parametrize("presize", [40, 96])  # 96 -> 24 area-averages first, 40 -> 24 does not
