@@ -212,9 +212,10 @@ class BatchAugment:
 
     The parameters and the projective matrices are computed for the whole batch; on the CPU the rest goes a part at
     a time (``CPU_PART_BYTES``).
-    The float input and the grid are buffers kept from one batch to the next (a fresh 460-pixel buffer costs more in
-    page faults than the conversion itself). So is the output, but only once nothing holds the last one any more
-    (see :func:`_held_elsewhere`); while anything does, a batch gets a new tensor."""
+    The float input, the grid and the output are buffers kept from one batch to the next: a fresh 460-pixel input
+    costs more in page faults than its conversion, a fresh 38 MB output 7 ms, a tenth of the batch. A buffer is
+    written again only once nothing holds what it gave last (:func:`_held_elsewhere`), so a batch the caller still
+    keeps is never overwritten."""
 
     def __init__(self, settings: AugTransforms, seed: int, normalize: bool):
         self.settings, self.normalize = settings, normalize
@@ -225,18 +226,12 @@ class BatchAugment:
         return self.settings.draw(len(batch), batch.shape[-1], self.generator)
 
     def _buffer(self, name: str, shape: tuple, device: torch.device) -> torch.Tensor:
+        """A new tensor on the kept buffer ``name``, or on a new one (kept in its place) when the shape or device
+        changed or anything still holds what it gave last."""
         kept = self._scratch.get(name)
-        if kept is None or kept.shape != shape or kept.device != device:
-            kept = self._scratch[name] = torch.empty(shape, device=device)
-        return kept
-
-    def _output(self, shape: tuple, device: torch.device) -> torch.Tensor:
-        """A view of the kept output buffer when nothing holds the last batch any more (at 224 px a new 38 MB tensor
-        costs 7 ms of page faults, a tenth of the batch), else a new buffer, kept in its place."""
-        kept = self._scratch.get("output")
         if kept is None or kept.shape != shape or kept.device != device or _held_elsewhere(kept):
-            kept = self._scratch["output"] = torch.empty(shape, device=device)
-        return kept.view(shape)  # a new tensor on the kept memory: while it lives, the buffer counts as held
+            kept = self._scratch[name] = torch.empty(shape, device=device)
+        return kept.view(shape)  # not kept itself: while the caller holds this, the buffer counts as held
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         p = self.params(batch)
@@ -248,7 +243,7 @@ class BatchAugment:
         crop_max = int(p.crop.max())
         shift, contrast = lighting_factors(p, device, size)
         offset, scale = normalize_factors(device, size)
-        out = self._output((n, batch.shape[1], size, size), device)
+        out = self._buffer("output", (n, batch.shape[1], size, size), device)
         for start in range(0, n, per_part):
             part = slice(start, start + per_part)
             count = len(batch[part])
