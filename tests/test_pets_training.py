@@ -13,12 +13,12 @@ from stages.core.devices import Compute
 from stages.core.stage import UserError
 from stages.learner import interpret as interpretation
 from stages.learner import lr_find as lr_finder
-from stages.learner.learner import DataLoaders, Learner
+from stages.learner.learner import DataLoaders, Learner, loader
 from stages.learner.optimizer import BN_TYPES, param_groups
 from stages.learner.schedule import discriminative_lrs
 from stages.pets import augment
 from stages.pets import model as pets_model
-from stages.pets.learner import wants_pretrained
+from stages.pets.learner import Limited, wants_pretrained
 
 CPU = Compute(torch.device("cpu"), mixed=False)
 
@@ -189,3 +189,27 @@ def test_the_gpu_path_runs_on_the_cpu_with_precision_bf16():
     history = learn.fit_one_cycle(1, 1e-3)
     outputs, _, _ = learn.get_preds()
     assert outputs.dtype == torch.float32 and torch.isfinite(outputs).all() and math.isfinite(history[0]["train_loss"])
+
+
+def _epochs_of_order(data, epochs: int = 3) -> list[list[int]]:
+    return [torch.cat([xb for xb, _ in data]).tolist() for _ in range(epochs)]
+
+
+def test_the_shuffle_is_the_same_for_any_number_of_loader_workers_and_for_epochs_cut_short():
+    """PIPELINE_WORKERS promises the same results for every value, and a dry run's epochs cut short must not reorder
+    the later ones. Sharing its generator with the DataLoader, torch's RandomSampler broke both: 0 workers trained on
+    another order from the second epoch on, and an epoch cut short changed the next one's order, by how far the
+    workers had prefetched."""
+    dataset = TensorDataset(torch.arange(80), torch.zeros(80))
+    cpu = Compute(torch.device("cpu"), mixed=False)
+    orders = {n: _epochs_of_order(loader(dataset, 8, cpu, shuffle=True, seed=42, workers=n)) for n in (0, 1, 2)}
+    assert orders[0] == orders[1] == orders[2]
+    assert orders[0][0] != orders[0][1]  # each epoch its own shuffle
+    # ... and it is the order every committed result was trained with (persistent workers, shared generator).
+    committed = DataLoader(dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(42),
+                           num_workers=1, persistent_workers=True)  # fmt: skip
+    assert orders[0] == _epochs_of_order(committed)
+    # Two batches an epoch (batches_per_epoch): each epoch starts as it would have in full.
+    for n in (0, 1, 2):
+        cut_short = _epochs_of_order(Limited(loader(dataset, 8, cpu, shuffle=True, seed=42, workers=n), 2))
+        assert cut_short == [order[:16] for order in orders[0]], f"{n} workers"

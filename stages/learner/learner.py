@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from stages.core.devices import Compute
 from stages.core.progress import progress
 from stages.learner import distributed
@@ -37,12 +37,36 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+class Shuffle(Sampler[int]):
+    """A new order of ``n`` items each epoch from a generator of ``seed`` that nothing else draws from, drawn whole
+    when the epoch starts: neither the number of loader workers (``PIPELINE_WORKERS``) nor an epoch cut short
+    (``batches_per_epoch``) changes a later epoch's order.
+
+    Given the generator, torch's ``RandomSampler`` with a ``DataLoader`` made the order also depend on both: the
+    loader drew its workers' base seed from it once per iterator (each epoch without workers, once with persistent
+    ones), and the sampler draws a second, unused permutation when an epoch runs to its end, which prefetching
+    workers reach and a cut-short epoch does not. The two draws below are theirs with persistent workers, so every
+    result trained that way keeps its order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.generator = n, torch.Generator().manual_seed(seed)
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # the base seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        torch.randperm(self.n, generator=self.generator)  # the unused one
+        return iter(order)
+
+
 def loader(dataset: Dataset, batch_size: int, compute: Compute, *, shuffle: bool, seed: int, workers: int = 0,
            drop_last: bool = False) -> DataLoader:  # fmt: skip
-    """The order comes from a generator of ``seed`` in this process, so worker processes change no result."""
+    """Shuffled (or not) in this process by ``Shuffle``, so worker processes change no result."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed), pin_memory=compute.pin_memory,
+        dataset, batch_size=batch_size, sampler=Shuffle(len(dataset), seed) if shuffle else None, num_workers=workers,
+        drop_last=drop_last, generator=torch.Generator().manual_seed(seed), pin_memory=compute.pin_memory,
         persistent_workers=workers > 0,
     )  # fmt: skip
 
