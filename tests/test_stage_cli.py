@@ -3,6 +3,7 @@ nothing; an unknown argument is one error line. Each output dvc.yaml declares is
 grep of a path lands on its writer."""
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -60,3 +61,48 @@ def test_user_commands_answer_help_too(capsys):
         with pytest.raises(SystemExit) as exit_info:
             command(["--help"])
         assert exit_info.value.code == 0 and "Reads" in capsys.readouterr().out
+
+
+EXITING_STAGE = '''"""A stage that leaves an exit handler, an object to tear down and, if asked, a thread still working."""
+import atexit, sys, threading, time
+from pathlib import Path
+from stages.core import stage
+
+out, thread = Path(sys.argv[-1]), "--thread" in sys.argv
+sys.argv = sys.argv[:1]  # the stage itself takes no arguments
+
+
+class TornDown:
+    def __del__(self):
+        (out / "torn_down").write_text("yes")
+
+
+KEPT = TornDown()
+
+
+def main(p):
+    atexit.register((out / "exit_handler").write_text, "yes")
+    if thread:
+        threading.Thread(target=lambda: (time.sleep(0.5), (out / "thread").write_text("yes"))).start()
+    print("done")
+
+
+stage.run(main, __doc__, [])
+'''
+
+
+@pytest.mark.parametrize("thread", [False, True])
+def test_a_stage_program_exits_0_after_its_exit_handlers_without_the_interpreter_teardown(tmp_path, thread):
+    """A stage run as a program skips the interpreter's teardown of every module (1-2 s with torch loaded) but runs
+    the exit handlers, which stop DataLoader workers and remove temporary files; a thread still working is waited
+    for, as the interpreter would."""
+    script = tmp_path / "exiting_stage.py"
+    script.write_text(EXITING_STAGE)
+    args = [sys.executable, str(script), *(["--thread"] if thread else []), str(tmp_path)]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n"
+    assert (tmp_path / "exit_handler").read_text() == "yes"
+    # The thread's case takes the interpreter's own exit, teardown included.
+    assert (tmp_path / "torn_down").exists() == thread
+    assert (tmp_path / "thread").exists() == thread

@@ -8,8 +8,10 @@ argument, a bad params.yaml or any other problem the user can fix is one ``error
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
+import threading
 from typing import Callable, Sequence
 
 USAGE_EXIT = 2  # argparse's convention for a bad command line
@@ -73,3 +75,18 @@ def run(main: Callable[..., None], doc: str, params: Sequence[str], choices: dic
         main(p, **args)
 
     guarded(body)
+    if argv is None and main.__globals__ is vars(sys.modules["__main__"]):
+        _exit_now()  # the stage is the program, not run by a test, cProfile or another caller that goes on
+
+
+def _exit_now() -> None:
+    """Exit 0 as the interpreter would, less its teardown of every loaded module: with torch, sklearn and matplotlib
+    loaded that takes 1-2 s, a tenth of a short stage. Every output is written and closed by now. The exit
+    handlers still run (they stop DataLoader workers and remove temporary files); a live non-daemon thread, which
+    the interpreter would wait for, gets the usual exit."""
+    if any(not thread.daemon for thread in threading.enumerate() if thread is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()  # the handlers the interpreter runs before its teardown; private, in CPython since 3.0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
