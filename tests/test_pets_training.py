@@ -213,3 +213,9 @@ def test_the_shuffle_is_the_same_for_any_number_of_loader_workers_and_for_epochs
     for n in (0, 1, 2):
         cut_short = _epochs_of_order(Limited(loader(dataset, 8, cpu, shuffle=True, seed=42, workers=n), 2))
         assert cut_short == [order[:16] for order in orders[0]], f"{n} workers"
+
+
+def test_batches_load_in_worker_processes_only_for_a_gpu():
+    # On the CPU the workers only took cores from the training threads; for a GPU they overlap its steps.
+    assert Compute(torch.device("cpu"), mixed=False).loader_workers(4) == 0
+    assert Compute(torch.device("cuda"), mixed=True).loader_workers(4) == 4

@@ -68,6 +68,12 @@ class Compute:
     def pin_memory(self) -> bool:
         return self.device.type == "cuda"
 
+    def loader_workers(self, workers: int) -> int:
+        """Processes that load batches: ``workers`` for a GPU, whose steps they overlap; none on the CPU, where the
+        training process gathers a presized batch in milliseconds between steps of a second, and workers only
+        compete with its threads for the cores (on two cores: lr_find 4% faster without them, train_pets the same)."""
+        return 0 if self.device.type == "cpu" else workers
+
     def run_info(self) -> dict:
         info = {
             "device": self.device.type,

@@ -1,8 +1,9 @@
 """Settings that cannot change a result, so they are environment variables rather than params (a change reruns
 nothing):
 
-- ``PIPELINE_WORKERS``: worker processes for generating the stand-in, presizing and loading batches
-  (default: the number of CPUs, at most 8). Results are the same for every value.
+- ``PIPELINE_WORKERS``: worker processes for generating the stand-in, presizing, and loading batches for a GPU
+  (on the CPU the training process loads them itself: ``Compute.loader_workers``); default the number of CPUs, at
+  most 8. Results are the same for every value.
 - ``PIPELINE_PROGRESS``: ``auto`` (bars on a terminal, a line every ``PIPELINE_PROGRESS_SECONDS`` otherwise),
   ``bar``, ``lines`` or ``off``.
 - ``PIPELINE_PROGRESS_SECONDS``: how often a log gets a progress line (default 30).

@@ -49,7 +49,7 @@ def pets_learner(cfg: dict, pretrained: bool, compute: Compute, *, classes: list
     def split(name: str, shuffle: bool):
         # fastai drops the last, smaller training batch: BatchNorm statistics of a handful of images are noise.
         return loader(data.PresizedPets(name), cfg["batch_size"], compute, shuffle=shuffle, seed=cfg["seed"],
-                      workers=settings.workers(), drop_last=shuffle)  # fmt: skip
+                      workers=compute.loader_workers(settings.workers()), drop_last=shuffle)  # fmt: skip
 
     train, valid = distributed.sharded(split("train", True), world, cfg["seed"]), split("valid", False)
     if cfg["batches_per_epoch"] != "all":
