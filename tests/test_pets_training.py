@@ -201,8 +201,7 @@ def test_the_shuffle_is_the_same_for_any_number_of_loader_workers_and_for_epochs
     another order from the second epoch on, and an epoch cut short changed the next one's order, by how far the
     workers had prefetched."""
     dataset = TensorDataset(torch.arange(80), torch.zeros(80))
-    cpu = Compute(torch.device("cpu"), mixed=False)
-    orders = {n: _epochs_of_order(loader(dataset, 8, cpu, shuffle=True, seed=42, workers=n)) for n in (0, 1, 2)}
+    orders = {n: _epochs_of_order(loader(dataset, 8, CPU, shuffle=True, seed=42, workers=n)) for n in (0, 1, 2)}
     assert orders[0] == orders[1] == orders[2]
     assert orders[0][0] != orders[0][1]  # each epoch its own shuffle
     # ... and it is the order every committed result was trained with (persistent workers, shared generator).
@@ -211,11 +210,11 @@ def test_the_shuffle_is_the_same_for_any_number_of_loader_workers_and_for_epochs
     assert orders[0] == _epochs_of_order(committed)
     # Two batches an epoch (batches_per_epoch): each epoch starts as it would have in full.
     for n in (0, 1, 2):
-        cut_short = _epochs_of_order(Limited(loader(dataset, 8, cpu, shuffle=True, seed=42, workers=n), 2))
+        cut_short = _epochs_of_order(Limited(loader(dataset, 8, CPU, shuffle=True, seed=42, workers=n), 2))
         assert cut_short == [order[:16] for order in orders[0]], f"{n} workers"
 
 
 def test_batches_load_in_worker_processes_only_for_a_gpu():
     # On the CPU the workers only took cores from the training threads; for a GPU they overlap its steps.
-    assert Compute(torch.device("cpu"), mixed=False).loader_workers(4) == 0
+    assert CPU.loader_workers(4) == 0
     assert Compute(torch.device("cuda"), mixed=True).loader_workers(4) == 4
