@@ -33,13 +33,21 @@ def plot(path: Path, lrs: list[float], losses: list[float], *, suggestions: dict
     evaluation.save_figure(fig, path)
 
 
-def main(p: dict) -> None:
+def sweep(p: dict) -> tuple[list[float], list[float]]:
+    """The learner lives only while it sweeps, so its loader workers stop before the outputs are written (matplotlib
+    leaves a reference cycle through the frames that save a figure; a learner in ``main`` then lived until exit,
+    and torch 2.11's exit waited 5 s for each worker of the sweep's unfinished epoch)."""
     cfg, finder = p["pets_model"], p["lr_find"]
     pretrained = wants_pretrained(cfg["weights"], p["source"])
     learn = pets_learner(cfg, pretrained, Compute.from_params(p["compute"]), classes=read_index()["classes"])
     if pretrained:
         learn.freeze()  # a pretrained learner starts frozen, as fine_tune's first phase
-    lrs, losses = learn.lr_find(finder["start_lr"], finder["end_lr"], finder["num_it"])
+    return learn.lr_find(finder["start_lr"], finder["end_lr"], finder["num_it"])
+
+
+def main(p: dict) -> None:
+    finder = p["lr_find"]
+    lrs, losses = sweep(p)
     suggestions = lr_find.suggest(lrs, losses, finder["num_it"])
     chosen = finder["suggestion"]
     with atomic.output_dir(OUT) as out:
