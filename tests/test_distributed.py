@@ -10,9 +10,17 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from conftest import set_params
+
+from stages.core.devices import Compute
+from stages.core.stage import UserError
+from stages.learner import distributed
 
 
 def torchrun(project, *module: str) -> subprocess.CompletedProcess:
+    """Two CPU processes, also on a machine with a GPU (which would need two GPUs for two processes)."""
+    set_params(project / "params.yaml", {"compute.device": "cpu"})
     launcher = shutil.which("torchrun")
     assert launcher, "torchrun comes with torch"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -53,3 +61,15 @@ def test_a_stage_that_is_not_distributed_refuses_torchrun_in_one_line(built):
                             env={**os.environ, "WORLD_SIZE": "2"})  # fmt: skip
     assert result.returncode != 0
     assert "error: python -m stages.interpret_pets runs in one process; torchrun is for train_pets" in result.stderr
+
+
+def test_more_processes_than_gpus_is_one_clear_error_in_every_process(monkeypatch):
+    # torchrun's variables for the second of two processes on a machine with one GPU: without the check, this one
+    # failed inside CUDA (invalid device ordinal) while the first waited for it.
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for rank in ("0", "1"):
+        for name, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": "2"}.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(UserError, match=r"torchrun: 2 processes on a machine with 1 GPU\(s\)"):
+            with distributed.process_group(Compute(torch.device("cuda"), mixed=True)):
+                pass
