@@ -103,6 +103,8 @@ def test_a_stage_program_exits_0_after_its_exit_handlers_without_the_interpreter
     assert done.returncode == 0, done.stderr
     assert done.stdout == "done\n"
     assert (tmp_path / "exit_handler").read_text() == "yes"
-    # The thread's case takes the interpreter's own exit, teardown included.
-    assert (tmp_path / "torn_down").exists() == thread
+    # The thread's case takes the interpreter's own exit, which waits for it (whether that exit tears down a
+    # module's objects is the interpreter's business: 3.11 does, 3.12 not always).
     assert (tmp_path / "thread").exists() == thread
+    if not thread:
+        assert not (tmp_path / "torn_down").exists()
