@@ -51,11 +51,11 @@ def process_group(compute: Compute) -> Iterator[World]:
         yield replace(SINGLE, compute=compute)
         return
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    gpus, per_machine = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
-    if compute.device.type == "cuda" and per_machine > gpus:  # every process says so, rather than one failing in CUDA
-        raise UserError(f"torchrun: {per_machine} processes on a machine with {gpus} GPU(s), one GPU each; start at "
-                        "most that many (--nproc_per_node), or set compute.device: cpu")  # fmt: skip
     if compute.device.type == "cuda":
+        gpus, per_machine = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if per_machine > gpus:  # every process says so, rather than one failing inside CUDA while the others wait
+            raise UserError(f"torchrun: {per_machine} processes on a machine with {gpus} GPU(s), one GPU each; start "
+                            "at most that many (--nproc_per_node), or set compute.device: cpu")  # fmt: skip
         compute = replace(compute, device=torch.device("cuda", local_rank))
         torch.cuda.set_device(compute.device)
     elif compute.device.type != "cpu":
