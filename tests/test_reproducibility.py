@@ -7,9 +7,17 @@ the caps here stands in for an older CPU; another thread count, for another mach
 them, so the outputs, dvc.lock and the committed metrics stay exactly as they were.
 """
 
+import math
+
 import pytest
 import torch
 from conftest import changed_stages, committed_files_changed, dvc, set_params
+from torch import nn
+
+from stages.core.cpu import exact_sqrt
+from stages.learner.optimizer import adam, param_groups
+from stages.mnist import pixel_similarity
+from stages.pets import augment
 
 # The stages that compute with torch, and those that use worker processes (the stand-in, presizing, data loading),
 # in two groups that two test processes can rerun side by side.
@@ -45,3 +53,52 @@ def test_worker_counts_are_not_params_and_rerun_nothing(clone):
     # PIPELINE_WORKERS is an environment setting, not a param: DVC sees no change (and the forced rerun above, with
     # one worker where the build used two, wrote the same bytes).
     assert dvc(clone, "status", "--json", env={"PIPELINE_WORKERS": "1"}).stdout.strip() == "{}"
+
+
+# --- the one kernel no cap reaches: torch's CPU square root ------------------------------------------------------
+
+
+def test_exact_sqrt_is_correctly_rounded_where_torchs_cpu_sqrt_is_not():
+    values = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 4096
+    for dtype in (torch.float32, torch.float64):
+        x = values.to(dtype)
+        correct = torch.tensor([math.sqrt(v) for v in x.tolist()], dtype=torch.float64).to(dtype)  # Python's: IEEE's
+        assert torch.equal(exact_sqrt(x), correct)
+        # Why the helper exists: MKL's vector math is a bit off for some values, and which ones depends on the CPU.
+        # Should a torch release make it exact, this fails, and the helper can go.
+        assert not torch.equal(x.sqrt(), correct)
+
+
+def off(sqrt):
+    """A square root off by a part in a thousand: far more than another CPU's last bit, so any use shows."""
+    return lambda x, *args, **kwargs: sqrt(x, *args, **kwargs) * 1.001
+
+
+def what_the_pipeline_computes_with_a_square_root() -> dict[str, torch.Tensor]:
+    """An optimiser's steps as train_pets and train_mnist take them, the augmentation's crop sizes, chapter 4's L2
+    distance: every place a stage needs a square root on the CPU."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+    opt = adam(param_groups([model], [1e-2], weight_decay=0.01))
+    x, y = torch.rand(16, 3, 8, 8), torch.arange(16) % 5
+    for _ in range(3):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    params = augment.AugTransforms(64).draw(512, 96, torch.Generator().manual_seed(0))
+    images, means = torch.rand(50, 28, 28), torch.rand(2, 28, 28)
+    return {"weights": torch.cat([p.detach().flatten() for p in model.parameters()]), "crop": params.crop,
+            "l2": pixel_similarity.distance(images, means, "l2")}  # fmt: skip
+
+
+def test_no_stage_computes_with_torchs_cpu_square_root(monkeypatch):
+    # torch's CPU sqrt, perturbed everywhere, changes nothing the pipeline computes: the fused AdamW and exact_sqrt
+    # never call it. With torch's default (unfused) AdamW the weights move; with Tensor.sqrt, the crops and distances.
+    reference = what_the_pipeline_computes_with_a_square_root()
+    monkeypatch.setattr(torch, "sqrt", off(torch.sqrt))
+    monkeypatch.setattr(torch.Tensor, "sqrt", off(torch.Tensor.sqrt))
+    monkeypatch.setattr(torch, "_foreach_sqrt", lambda xs: [torch.sqrt(x) for x in xs])
+    perturbed = what_the_pipeline_computes_with_a_square_root()
+    for name, value in reference.items():
+        assert torch.equal(perturbed[name], value), name

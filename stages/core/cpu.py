@@ -8,6 +8,12 @@ few epochs turn those into different metrics. The pipeline therefore caps every 
 reproducibility branch, before numpy or torch is loaded (``stages/__init__.py`` calls ``pin_instruction_sets``).
 The number of intra-op threads also decides the order of sums, so it is a param (``compute.cpu_threads``).
 A user's own setting of these variables is overridden on purpose: it must not change a result.
+
+No cap reaches one function: ``Tensor.sqrt`` on the CPU (also ``pow(0.5)`` and ``_foreach_sqrt``) goes through MKL's
+vector math, which is not correctly rounded (one value in six is one bit off) and whose last bit follows the CPU's
+own reciprocal-square-root estimate, which Intel and AMD CPUs compute differently. The pipeline never calls it:
+``exact_sqrt`` below, and the fused AdamW (stages/learner/optimizer.py). README: Reproducibility says how every
+other kernel a stage uses was checked.
 """
 
 from __future__ import annotations
@@ -41,6 +47,15 @@ def pin_instruction_sets() -> None:
 def pinned_late() -> list[str]:
     """Libraries that were loaded before the caps were set (an import order bug if not empty)."""
     return [name for name in ("numpy", "torch") if name in sys.modules]
+
+
+def exact_sqrt(values: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded square root of a CPU tensor (numpy's, IEEE 754's): the same bits on every CPU, where
+    ``Tensor.sqrt`` is not (see above)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.sqrt(values.numpy()))
 
 
 def use_threads(count: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from stages.core.cpu import exact_sqrt
 from stages.mnist import DISTANCES
 
 
@@ -20,7 +21,7 @@ def distance(images: torch.Tensor, means: torch.Tensor, kind: str) -> torch.Tens
     if kind == "l1":
         return diff.abs().mean((-1, -2))
     if kind == "l2":
-        return (diff**2).mean((-1, -2)).sqrt()
+        return exact_sqrt((diff**2).mean((-1, -2)))
     raise ValueError(f"unknown distance {kind!r}; expected one of {DISTANCES}")
 
 

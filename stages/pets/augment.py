@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from stages.core.cpu import exact_sqrt
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -70,7 +72,7 @@ class AugTransforms:
 
     def draw(self, n: int, presize: int, g: torch.Generator) -> AugParams:
         area = _uniform(n, self.min_scale, 1.0, g=g) * presize * presize
-        crop = area.sqrt().round().clamp(1, presize).long()  # fastai: int(round(sqrt(area * ratio))), ratio 1
+        crop = exact_sqrt(area).round().clamp(1, presize).long()  # fastai: int(round(sqrt(area * ratio))), ratio 1
         top = (torch.rand(n, generator=g, dtype=torch.float64) * (presize - crop + 1)).floor().long()
         left = (torch.rand(n, generator=g, dtype=torch.float64) * (presize - crop + 1)).floor().long()
         flip = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0).double()
