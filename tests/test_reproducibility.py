@@ -39,7 +39,7 @@ def test_a_forced_rerun_in_another_environment_reproduces_every_output_exactly(c
     assert changed_stages(clone) == set()  # and the cached models: dvc.lock still describes them
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the tiny project trains on the GPU here: CPU threads sum nothing")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the tiny project trains on the GPU here: no CPU thread sums")
 def test_the_thread_count_param_does_change_the_bits(clone):
     # The check above can fail: threads decide the order of sums. Pinned through params.yaml, that is a change
     # DVC sees and reruns; left to the environment it would silently differ between machines.
