@@ -314,6 +314,21 @@ def dry_run_benchmark(project: Path) -> dict:
             "peak_memory_mb": peak, "images": summary["splits"], "error_rate": pets["error_rate"]}  # fmt: skip
 
 
+def cpu_description() -> str:
+    """The CPU's model name and its widest vector instructions as the OS shows them (/proc/cpuinfo on Linux): two
+    machines of one model name can differ in what their hypervisor exposes, and speed follows that."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    widths = (("avx512f", "AVX-512"), ("avx2", "AVX2"))
+    widest = next((name for flag, name in widths if flag in flags), "no AVX2")
+    return f"{fields.get('model name', platform.machine())}, {widest}" + (", AMX" if "amx_tile" in flags else "")
+
+
 def main() -> None:
     parts = ("presize", "augmentation", "training", "cpu_caps", "pipeline", "fastai", "dry_run")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -321,7 +336,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="the fastai part's seeds")
     args = parser.parse_args()
-    results: dict = {"machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+    results: dict = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_description(),
                                  "python": platform.python_version(), "torch": torch.__version__,
                                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}  # fmt: skip
     targets = {}
