@@ -15,15 +15,17 @@ Reads: data/models/pets/model.pt or data/models/mnist/<model>/model.pt. Writes n
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from stages.core import stage
 from stages.mnist import MODELS
+from stages.pets import presize
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +40,9 @@ def read_image(path: Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             return image.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except presize.DECODE_ERRORS as exc:
+        if not presize.cannot_decode(exc):
+            raise  # a system error about the file: stage.guarded names it
         raise stage.UserError(f"{path}: not an image that can be decoded ({' '.join(str(exc).split())})") from None
 
 
@@ -46,7 +50,7 @@ def pets_probabilities(paths: list[Path], device: torch.device) -> tuple[torch.T
     import torch
 
     from stages.core import checkpoint
-    from stages.pets import augment, model, presize
+    from stages.pets import augment, model
 
     saved = checkpoint.load(Path("data/models/pets/model.pt"), rerun="train_pets")
     net = model.build(saved["arch"], pretrained=False, n_classes=len(saved["classes"]))
@@ -102,11 +106,18 @@ def main(model_name: str, images: list[str], *, top_k: int, device_name: str) ->
         print(f"{path}: " + ", ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values, indices)))
 
 
+def at_least_one(text: str) -> int:
+    """``--top-k``: 0 classes would print an empty answer and succeed."""
+    if not text.strip().lstrip("+").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer of at least 1")
+    return int(text)
+
+
 def cli(argv: list[str] | None = None) -> None:
     parser = stage.parser(__doc__, [], prog="python -m stages.predict")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--model", choices=CHOICES, default="pets")
-    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--top-k", type=at_least_one, default=3)
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
     stage.guarded(lambda: main(args.model, args.images, top_k=args.top_k, device_name=args.device))

@@ -44,6 +44,7 @@ def main(p: dict) -> None:
             index["files"][name] = [files[i] for i in kept]
             summary["skipped"] += [files[idx[k]] for k in failed]
             summary["splits"][name] = {"images": len(kept), "skipped": len(failed)}
+        presize.check_skipped(summary["skipped"], len(files), images_dir)
         atomic.write_json(tmp / "index.json", index)
     summary["skipped_total"] = len(summary["skipped"])
     atomic.write_json(SUMMARY, summary)

@@ -4,6 +4,7 @@ and copied for each test that changes it; a local HTTP server."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -91,6 +92,21 @@ def repro(project: Path, *targets: str, **options) -> set[str]:
 
     with chdir(project), Repo(".") as repo:  # DVC resolves some paths against the working directory
         return {stage.addressing for stage in repo.reproduce(list(targets) or None, **options)}
+
+
+def tracked_outputs(project: Path) -> dict[str, str]:
+    """Every file of every output that ``dvc.lock`` records, with its SHA-256 (``missing`` for an output that is
+    gone): equal before and after means no output was deleted, added to or changed."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    digests = {}
+    for entry in lock["stages"].values():
+        for out in entry.get("outs", []):
+            path = project / out["path"]
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                key = str(file.relative_to(project))
+                digests[key] = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else "missing"
+    return digests
 
 
 def changed_stages(project: Path) -> set[str]:

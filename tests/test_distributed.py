@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import easy_pets
 import pytest
 import torch
 from conftest import run_stage, set_params
@@ -36,13 +37,20 @@ def torchrun(project, *module: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
-def test_two_processes_train_pets_within_the_one_process_interval_and_write_once(clone):
-    single = one_cpu_process(clone, "data/models/pets", "metrics/pets/train/metrics.json", "stages.train_pets")
+def test_two_processes_train_pets_learn_as_one_process_does_and_write_once(clone):
+    """On the constructed easy set, where a working recipe gets nearly every image right (the tiny build trains near
+    chance, so agreeing with it proves nothing): one CPU process, then two, each far below chance, and the two
+    processes' error inside the one process's 95% interval."""
+    easy_pets.write(clone / "data/pets")
+    set_params(clone / "params.yaml", {"compute.device": "cpu", "fine_tune.epochs": 4, "fine_tune.base_lr": 0.01})
+    result = run_stage(clone, "stages.train_pets")
+    assert result.returncode == 0, result.stderr
+    single = json.loads((clone / "metrics/pets/train/metrics.json").read_text())
     result = torchrun(clone, "stages.train_pets")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     double = json.loads((clone / "metrics/pets/train/metrics.json").read_text())
     assert double["images"] == single["images"] and double["step"] == single["step"]
-    # same global batch, same epochs: the error rate lands inside the one-process run's 95% interval
+    assert max(single["error_rate"], double["error_rate"]) <= 0.1 < easy_pets.CHANCE_ERROR, (single, double)
     assert single["error_rate_low"] <= double["error_rate"] <= single["error_rate_high"], (single, double)
     info = json.loads((clone / "data/models/pets/run_info.json").read_text())
     assert info["processes"] == 2

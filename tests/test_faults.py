@@ -27,13 +27,15 @@ import http.server
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import changed_stages, committed_files_changed, copy_project, dvc, git, run_stage, set_params
+from conftest import (changed_stages, committed_files_changed, copy_project, dvc, git, run_stage, set_params,
+                      tracked_outputs, tree_snapshot)
 
 from stages import fetch_mnist
 from stages.core import stage
@@ -60,9 +62,14 @@ BAD_PARAMS = [
     ({"mnist_models.linear.epochs": "10"}, "mnist_models.linear.epochs: '10' is not allowed; expected an integer"),
     ({"compute.device": "gpu"}, "compute.device: 'gpu' is not allowed"),
     ({"compute.cpu_threads": 0}, "compute.cpu_threads: 0 is not allowed"),
+    ({"pets.standin.min_side": 81}, "pets.standin.min_side: 81 is not allowed; expected at most max_side (80)"),
+    ({"lr_find.start_lr": 10, "lr_find.end_lr": 10}, "lr_find.start_lr: 10 is not allowed; expected below lr_find.end_lr"),
+    # 2 x 37 stand-in images, 14 of them validation: 60 train, less than one batch of 64 (lr_find waited for ever)
+    ({"pets.standin.images_per_breed": 2, "pets_model.batch_size": 64},
+     "pets_model.batch_size: 64 is not allowed; expected at most the stand-in's 60 training images"),
 ]
 BAD_IDS = ["valid_pct", "lr<=0", "fine_tune-lr", "arch", "one-digit", "digit-10", "presize<size", "source", "typo-key",
-           "type", "device", "threads"]  # fmt: skip
+           "type", "device", "threads", "min_side>max_side", "start_lr>=end_lr", "batch>train"]
 
 
 @pytest.mark.parametrize(("change", "expected"), BAD_PARAMS, ids=BAD_IDS)
@@ -88,12 +95,12 @@ def test_bad_params_stop_a_stage_process_the_same_way(tmp_path):
                                     {"mnist_models.resnet18.pct_start": 2}, {"compute.device": "tpu"}],
                          ids=["pets-valid-pct", "base-lr", "typo", "pct-start", "device"])  # fmt: skip
 def test_a_rejected_params_edit_through_dvc_deletes_nothing(clone, change):
+    outputs = tracked_outputs(clone)
     set_params(clone / "params.yaml", change)
     result = dvc(clone, "repro", check=False)
     assert result.returncode != 0 and "error: params.yaml:" in result.stderr
-    # DVC removed nothing: no output is missing from the workspace, no committed file changed but params.yaml.
-    status = changed_stages(clone)
-    assert "deleted" not in str(status), status
+    # DVC removed nothing: every output's every file as it was, no committed file changed but params.yaml.
+    assert tracked_outputs(clone) == outputs
     assert committed_files_changed(clone) == " M params.yaml\n"
     git(clone, "checkout", "--", "params.yaml")
     assert changed_stages(clone) == set()
@@ -127,6 +134,7 @@ def test_a_killed_stage_keeps_the_committed_results_and_the_next_repro_completes
         # dvclive has logged an epoch of the rerun into its live folder
         "first-epoch-logged": lambda: (clone / "dvclive/train_pets/plots/metrics/error_rate.tsv").is_file(),
     }  # fmt: skip
+    outputs = tracked_outputs(clone)
     process = subprocess.Popen(["dvc", "repro", "--force", "--single-item", target], cwd=clone, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -135,11 +143,41 @@ def test_a_killed_stage_keeps_the_committed_results_and_the_next_repro_completes
         os.killpg(process.pid, sig)
         process.wait(timeout=60)
     assert committed_files_changed(clone) == ""  # the last good metrics, exactly
-    assert "deleted" not in str(changed_stages(clone))
+    assert tracked_outputs(clone) == outputs  # and every output, data and models too
 
     dvc(clone, "repro", "--force", "--single-item", target)
     assert _temporaries(clone) == []
     assert committed_files_changed(clone) == "" and changed_stages(clone) == set()  # the same results again
+
+
+def test_presizing_that_cannot_decode_too_many_images_fails_in_one_line_and_keeps_its_last_outputs(clone):
+    """One bad file of the stand-in's 148 is a warning; a folder of which most cannot be decoded is a fault (the
+    wrong folder, a broken download), not a smaller data set."""
+    before = {folder: tree_snapshot(clone / folder) for folder in ("data/pets", "metrics/data")}
+    images = sorted((clone / "data/raw/pets/images").glob("*.jpg"))
+    for path in images[: len(images) // 10]:
+        path.write_bytes(b"not an image")
+    result = run_stage(clone, "stages.presize_pets")
+    line = one_error_line(result.stderr, result.returncode)
+    assert "data/raw/pets/images:" in line and f"of {len(images)} images cannot be decoded (at most 5% may be)" in line
+    assert images[0].name in line
+    assert {folder: tree_snapshot(clone / folder) for folder in before} == before
+
+
+def test_ctrl_c_in_a_training_stage_is_one_line_exit_130_and_keeps_the_committed_results(clone):
+    outputs = tracked_outputs(clone)
+    log = clone / "dvclive/train_pets/plots/metrics/error_rate.tsv"
+    process = subprocess.Popen([sys.executable, "-m", "stages.train_pets"], cwd=clone, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(log.is_file, process)  # inside training, an epoch logged
+    finally:
+        process.send_signal(signal.SIGINT)
+        stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted; committed results untouched" and "Traceback" not in stderr
+    assert committed_files_changed(clone) == "" and tracked_outputs(clone) == outputs
+    assert _temporaries(clone) == []
 
 
 def test_a_stage_failing_part_way_keeps_its_last_good_outputs(clone):

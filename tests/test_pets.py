@@ -1,9 +1,14 @@
 """The generated Pets stand-in, labelling, splitting and presizing."""
 
+from pathlib import Path
+
+import hostile_images
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from stages.core.stage import UserError
 
 from stages.core import splits
 from stages.pets import layout as pets_layout
@@ -101,6 +106,30 @@ def test_presize_crops_the_centre_of_the_shorter_side(tmp_path):
 def test_presize_of_an_undecodable_file_is_none(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
     assert presize.presize_image(tmp_path / "x.jpg", 16) is None
+
+
+def test_presize_counts_a_decompression_bomb_as_undecodable(tmp_path):
+    assert presize.presize_image(hostile_images.decompression_bomb(tmp_path / "bomb.png"), 24) is None
+
+
+def test_presize_raises_a_system_error_instead_of_counting_it_as_a_bad_image(tmp_path):
+    """A permission or I/O error says nothing about the image: counting it as undecodable would hide the fault."""
+    (tmp_path / "folder.jpg").mkdir()  # opening it fails with an errno, as an unreadable file does
+    with pytest.raises(IsADirectoryError):
+        presize.presize_image(tmp_path / "folder.jpg", 24)
+
+
+@pytest.mark.parametrize(("skipped", "total", "refused"), [(0, 10, False), (1, 20, False), (2, 20, True),
+                                                         (1, 1, True), (5, 100, False), (6, 100, True)])
+def test_presizing_refuses_nothing_kept_or_more_than_five_percent_skipped(skipped, total, refused):
+    with pytest.raises(UserError, match=r"^images: no labelled images"):
+        presize.check_skipped([], 0, Path("images"))
+    names = [f"bad_{i}.jpg" for i in range(skipped)]
+    if not refused:
+        presize.check_skipped(names, total, Path("images"))
+        return
+    with pytest.raises(UserError, match=rf"^images: {skipped} of {total} images cannot be decoded \(at most 5% may be\): bad_0.jpg"):
+        presize.check_skipped(names, total, Path("images"))
 
 
 def test_labels_come_from_the_file_name():

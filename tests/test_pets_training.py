@@ -89,7 +89,8 @@ def resnet():
 
 def test_freeze_keeps_batchnorm_trainable_in_frozen_groups(resnet):
     groups = pets_model.layer_groups(resnet)
-    learn = Learner(resnet, DataLoaders([], []), nn.CrossEntropyLoss(), CPU, splitter=pets_model.layer_groups)
+    images = loader(TensorDataset(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), 2, CPU, shuffle=False, seed=0)
+    learn = Learner(resnet, DataLoaders(images, images), nn.CrossEntropyLoss(), CPU, splitter=pets_model.layer_groups)
     learn.freeze()
     for group in groups[:-1]:
         for module in group.modules():

@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import hostile_images
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def predict(project, *args: str) -> subprocess.CompletedProcess:
@@ -42,7 +47,7 @@ def test_predict_for_an_mnist_model_matches_its_recorded_predictions(built, tmp_
         Image.fromarray(image).save(tmp_path / f"digit_{item}.png")
         paths.append(str(tmp_path / f"digit_{item}.png"))
     recorded = pd.read_csv(built / "metrics/mnist/resnet18/predictions.csv", dtype={"item": str}).set_index("item")
-    for model in ("resnet18", "linear"):
+    for model in ("resnet18", "linear", "simple_net"):
         result = predict(built, "--model", f"mnist/{model}", "--top-k", "1", *paths)
         assert result.returncode == 0, result.stderr
         got = [first_class(line) for line in result.stdout.strip().splitlines()]
@@ -55,21 +60,32 @@ def test_predict_for_an_mnist_model_matches_its_recorded_predictions(built, tmp_
     (lambda d: d / "missing.jpg", "no such file"),
     (lambda d: (d / "notes.jpg").write_text("not an image") and d / "notes.jpg", "not an image that can be decoded"),
     (lambda d: (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)) and d / "broken.jpg", "not an image"),
-], ids=["missing", "text", "truncated-jpeg"])  # fmt: skip
-def test_predict_refuses_a_bad_file_in_one_line(built, tmp_path, make, message):
-    result = predict(built, str(make(tmp_path)))
+    (lambda d: hostile_images.decompression_bomb(d / "bomb.png"), "not an image that can be decoded (Image size"),
+], ids=["missing", "text", "truncated-jpeg", "decompression-bomb"])  # fmt: skip
+@pytest.mark.parametrize("model", ["pets", "mnist/linear"])
+def test_predict_refuses_a_bad_file_in_one_line(tmp_path, make, message, model):
+    # Every file is read before any model: no built project is needed to refuse one.
+    result = predict(ROOT, "--model", model, str(make(tmp_path)))
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1 and message in errors[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("top_k", ["0", "-1"])
+def test_predict_refuses_a_top_k_below_one_in_one_line(tmp_path, top_k):
+    result = predict(ROOT, "--top-k", top_k, str(tmp_path / "any.png"))
+    assert result.returncode == 2 and "error: python -m stages.predict: argument --top-k: " in result.stderr
+    assert "at least 1" in result.stderr and "Traceback" not in result.stderr
+
+
 LOAD_WITHOUT_THE_REPOSITORY = """
 import json, sys, numpy as np, torch
-assert not any(name == "stages" or name.startswith("stages.") for name in sys.modules)
 extra = {"pets.json": ""}
 program = torch.export.load(sys.argv[1], extra_files=extra)
 meta = json.loads(extra["pets.json"])
 images = torch.from_numpy(np.load(sys.argv[2])).permute(0, 3, 1, 2)
 probabilities = program.module()(images)
+# after loading and running: nothing of this repository was needed for either
+assert not any(name == "stages" or name.startswith("stages.") for name in sys.modules)
 print(json.dumps({"classes": meta["classes"], "presize": meta["presize"],
                   "predicted": [meta["classes"][i] for i in probabilities.argmax(1).tolist()],
                   "probability": probabilities.max(1).values.tolist()}))

@@ -85,6 +85,7 @@ def distances(v: Any) -> str | None:
     return None if ok else f"a non-empty list of {' and/or '.join(map(repr, DISTANCES))}"
 
 
+STANDIN_BREEDS = 37  # len(stages.pets.layout.BREEDS): the stand-in has images_per_breed of each
 PRECISIONS = ("auto", "fp32", "bf16")  # stages/core/devices.py: how each computes
 SEED = integer(0)
 DOWNLOAD = {"mirrors": urls, "files": md5_files}
@@ -161,6 +162,15 @@ def cross_checks(tree: dict) -> list[str]:
         errors.append(f"pets.standin.min_side: {standin['min_side']} is not allowed; expected at most max_side ({standin['max_side']})")
     if tree["lr_find"]["start_lr"] >= tree["lr_find"]["end_lr"]:
         errors.append(f"lr_find.start_lr: {tree['lr_find']['start_lr']} is not allowed; expected below lr_find.end_lr")
+    if tree["source"] == "sample" and tree["pets"]["split"] == "random":
+        # Training drops the last, smaller batch: a split smaller than one batch would make none at all.
+        images = standin["images_per_breed"] * STANDIN_BREEDS
+        train = images - int(tree["pets"]["valid_pct"] * images)  # stages/core/splits.random_split's cut
+        batch_size = tree["pets_model"]["batch_size"]
+        if batch_size > train:
+            errors.append(f"pets_model.batch_size: {batch_size} is not allowed; expected at most the stand-in's "
+                          f"{train} training images (pets.standin.images_per_breed x {STANDIN_BREEDS} breeds, less "
+                          "pets.valid_pct)")
     return errors
 
 

@@ -15,6 +15,7 @@ import threading
 from typing import Callable, Sequence
 
 USAGE_EXIT = 2  # argparse's convention for a bad command line
+INTERRUPTED_EXIT = 130  # the shell's for a process ended by SIGINT (128 + 2)
 
 
 class UserError(Exception):
@@ -37,9 +38,13 @@ def parser(doc: str, params: Sequence[str], *, prog: str, choices: dict[str, Seq
 
 
 def guarded(main: Callable[[], None]) -> None:
-    """Run ``main``; a ``UserError`` or an error about a named path becomes one line on stderr and exit 1."""
+    """Run ``main``; a ``UserError`` or an error about a named path becomes one line on stderr and exit 1, Ctrl-C
+    one line and exit 130 (outputs are written to temporaries and renamed, so the last good ones stay)."""
     try:
         main()
+    except KeyboardInterrupt:
+        print("interrupted; committed results untouched", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

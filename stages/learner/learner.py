@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from stages.core.devices import Compute
 from stages.core.progress import progress
+from stages.core.stage import UserError
 from stages.learner import distributed
 from stages.learner import lr_find as finder
 from stages.learner.optimizer import BN_TYPES, WEIGHT_DECAY, OptFunc, adam, param_groups
@@ -130,6 +131,15 @@ def evaluate(model: nn.Module, data: DataLoader, *, loss_func: Callable, compute
     return torch.cat(outputs), all_targets, loss_sum / len(all_targets)
 
 
+def _items(data) -> int:
+    """The items one process draws from ``data`` per epoch (a wrapper such as pets' ``Limited`` has ``loader``)."""
+    return len(getattr(data, "loader", data).sampler)
+
+
+def _batch_size(data) -> int:
+    return getattr(data, "loader", data).batch_size
+
+
 def whole_model(model: nn.Module) -> list[nn.Module]:
     return [model]
 
@@ -151,6 +161,11 @@ class Learner:
     opt: torch.optim.Optimizer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        for name, data in (("training", self.dls.train), ("validation", self.dls.valid)):
+            if len(data) == 0:  # an epoch of no batch: lr_find's cycling over it would never return
+                raise UserError(f"the {name} data makes no batch: {_items(data)} images, fewer than one batch of "
+                                f"{_batch_size(data)} (the last, smaller training batch is dropped); lower the "
+                                "batch size in params.yaml or use more images")
         self.model = distributed.prepare(self.compute.prepare(self.model), self.world)
 
     # --- fastai's schedules ----------------------------------------------------------------------------

@@ -17,9 +17,17 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stages.core.progress import progress
+from stages.core.stage import UserError
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 CHUNK = 32  # images per task a worker decodes
+MAX_SKIPPED_SHARE = 0.05  # the real set has a handful of bad files in 7,390; more means the wrong folder or a fault
+
+
+def cannot_decode(exc: Exception) -> bool:
+    """Whether ``exc`` (one of DECODE_ERRORS) says the file's data is bad or hostile. An OSError with an errno
+    (permission denied, an I/O error, a missing file) is the system's, not the image's: it must not be counted."""
+    return not (isinstance(exc, OSError) and exc.errno is not None)
 
 
 def presize_image(path: Path, size: int) -> np.ndarray | None:
@@ -30,8 +38,20 @@ def presize_image(path: Path, size: int) -> np.ndarray | None:
             # convert() handles grayscale, CMYK, palette and alpha alike; fit() resizes and centre-crops.
             rgb = image.convert("RGB")
         return np.asarray(ImageOps.fit(rgb, (size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-    except DECODE_ERRORS:
+    except DECODE_ERRORS as exc:
+        if not cannot_decode(exc):
+            raise
         return None
+
+
+def check_skipped(skipped: list[str], total: int, folder: Path) -> None:
+    """Refuse a presizing that kept nothing, or skipped more than ``MAX_SKIPPED_SHARE`` of the images."""
+    if total == 0:
+        raise UserError(f"{folder}: no labelled images (<breed>_<n>.jpg) found")
+    if len(skipped) == total or len(skipped) > MAX_SKIPPED_SHARE * total:
+        first = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        raise UserError(f"{folder}: {len(skipped)} of {total} images cannot be decoded (at most "
+                        f"{MAX_SKIPPED_SHARE:.0%} may be): {first}")
 
 
 def _presize_chunk(args: tuple[list[Path], int]) -> list[np.ndarray | None]:
