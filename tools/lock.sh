@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate requirements.lock from requirements.in: every package, transitive ones included, at an exact version
-# with the hashes of all its files, resolved for every platform (uv's universal resolution) on Python 3.11.
+# with the hashes of all its files, resolved for every platform and for Python 3.11 to 3.13 (uv's universal
+# resolution from the lowest version that pyproject.toml's requires-python accepts).
 # Run it after editing requirements.in; ./with-env rebuilds .venv when the lock changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,7 +8,6 @@ runs); ``fp32`` turns it off everywhere. Batches are copied to CUDA from pinned 
 
 from __future__ import annotations
 
-import platform
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -75,10 +74,11 @@ class Compute:
         return 0 if self.device.type == "cpu" else workers
 
     def run_info(self) -> dict:
+        """What computed the weights. No interpreter or host facts: this file is part of a DVC output, and the same
+        bits from Python 3.11, 3.12 or 3.13 must hash the same."""
         info = {
             "device": self.device.type,
             "torch": torch.__version__,
-            "python": platform.python_version(),
             "mixed_precision": "bf16" if self.mixed else "off",
         }
         if self.device.type == "cuda":
