@@ -15,8 +15,10 @@ import torch
 from stages.core import atomic, cpu, evaluation, stage
 from stages.mnist import pixel_similarity
 from stages.mnist.data import load_split
+from stages.mnist import schema as mnist_schema
 
 PARAMS = ["compute.cpu_threads", "baseline.distances"]
+SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
 DATA = Path("data/mnist")
 OUT = Path("metrics/baseline")
 
@@ -52,4 +54,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

@@ -15,10 +15,12 @@ It loads with torch alone, without this repository:
 
 from pathlib import Path
 
+from stages.core.schema import CORE
 from stages.core import atomic, checkpoint, stage
 from stages.pets import inference
 
 PARAMS: list[str] = []
+SCHEMA = CORE  # source and compute only
 MODEL = Path("data/models/pets/model.pt")
 OUT = Path("data/export/pets")
 
@@ -32,4 +34,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from stages.core import atomic, download, stage
 from stages.mnist import data
+from stages.mnist import schema as mnist_schema
 
 PARAMS = ["source", "mnist.download"]
+SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
 OUT = Path("data/raw/mnist")
 
 
@@ -28,4 +30,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

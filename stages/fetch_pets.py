@@ -11,8 +11,10 @@ from pathlib import Path
 
 from stages.core import atomic, download, settings, stage
 from stages.pets import standin
+from stages.pets import schema as pets_schema
 
 PARAMS = ["source", "pets.download", "pets.standin"]
+SCHEMA = pets_schema.SCHEMA  # the blocks PARAMS are in
 OUT = Path("data/raw/pets")
 
 
@@ -29,4 +31,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

@@ -18,8 +18,10 @@ from stages.core.devices import Compute
 from stages.learner import interpret
 from stages.learner.learner import evaluate, loader
 from stages.pets import augment, data, model
+from stages.learner import schema as learner_schema
 
 PARAMS = ["compute", "interpret"]
+SCHEMA = learner_schema.SCHEMA  # the blocks PARAMS are in
 MODEL = Path("data/models/pets/model.pt")
 OUT = Path("metrics/pets/interpret")
 
@@ -53,4 +55,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

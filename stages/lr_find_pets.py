@@ -18,8 +18,11 @@ from stages.core.devices import Compute
 from stages.learner import lr_find
 from stages.pets.data import read_index
 from stages.pets.learner import pets_learner, wants_pretrained
+from stages.pets import schema as pets_schema
+from stages.learner import schema as learner_schema
 
 PARAMS = ["source", "compute", "pets_model", "lr_find"]
+SCHEMA = pets_schema.SCHEMA | learner_schema.SCHEMA  # the blocks PARAMS are in
 OUT = Path("metrics/pets/lr_find")
 
 
@@ -34,9 +37,9 @@ def plot(path: Path, lrs: list[float], losses: list[float], *, suggestions: dict
 
 
 def sweep(p: dict) -> tuple[list[float], list[float]]:
-    """The learner lives only while it sweeps, so its loader workers stop before the outputs are written (matplotlib
-    leaves a reference cycle through the frames that save a figure; a learner in ``main`` then lived until exit,
-    and torch 2.11's exit waited 5 s for each worker of the sweep's unfinished epoch)."""
+    """The learner lives only while it sweeps, so its loader workers stop before the outputs are written: matplotlib
+    leaves a reference cycle through the frames that save a figure, which would keep a learner in ``main`` (and its
+    workers) alive until exit (docs/design-notes.md)."""
     cfg, finder = p["pets_model"], p["lr_find"]
     pretrained = wants_pretrained(cfg["weights"], p["source"])
     learn = pets_learner(cfg, pretrained, Compute.from_params(p["compute"]), classes=read_index()["classes"])
@@ -61,4 +64,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

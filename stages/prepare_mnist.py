@@ -13,8 +13,10 @@ import numpy as np
 
 from stages.core import atomic, stage
 from stages.mnist import data
+from stages.mnist import schema as mnist_schema
 
 PARAMS = ["mnist.digits", "mnist.valid_pct", "mnist.seed"]
+SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
 RAW = Path("data/raw/mnist")
 OUT = Path("data/mnist")
 COUNTS = Path("metrics/data/mnist.json")
@@ -30,4 +32,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

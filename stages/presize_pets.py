@@ -14,8 +14,10 @@ import numpy as np
 
 from stages.core import atomic, settings, stage
 from stages.pets import layout, presize
+from stages.pets import schema as pets_schema
 
 PARAMS = ["pets.split", "pets.valid_pct", "pets.seed", "pets.presize"]
+SCHEMA = pets_schema.SCHEMA  # the blocks PARAMS are in
 RAW = Path("data/raw/pets")
 OUT = Path("data/pets")
 SUMMARY = Path("metrics/data/pets.json")
@@ -54,4 +56,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

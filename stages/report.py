@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.core.schema import CORE
 from stages.core import atomic, stage
 
 PARAMS = ["source"]
+SCHEMA = CORE  # source and compute only
 METRICS = Path("metrics")
 SUMMARY = METRICS / "summary.json"
 REPORT = METRICS / "report.md"
@@ -114,4 +116,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS)
+    stage.run(main, __doc__, PARAMS, SCHEMA)

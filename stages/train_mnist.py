@@ -24,8 +24,10 @@ from stages.learner.learner import decode
 from stages.mnist import MODELS
 from stages.mnist.data import Digits
 from stages.mnist.recipes import RECIPES
+from stages.mnist import schema as mnist_schema
 
 PARAMS = ["compute", "mnist_models.{model}"]
+SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
 DATA = Path("data/mnist")
 METRICS = Path("metrics/mnist")
 MODELS_OUT = Path("data/models/mnist")
@@ -63,4 +65,4 @@ def main(p: dict, model: str) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS, choices={"model": MODELS}, distributed=True)
+    stage.run(main, __doc__, PARAMS, SCHEMA, choices={"model": MODELS}, distributed=True)

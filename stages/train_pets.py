@@ -29,8 +29,11 @@ from stages.learner.interpret import show_batch
 from stages.pets import augment
 from stages.pets.data import PresizedPets, read_index
 from stages.pets.learner import pets_learner, wants_normalized, wants_pretrained
+from stages.pets import schema as pets_schema
+from stages.learner import schema as learner_schema
 
 PARAMS = ["source", "compute", "pets_model", "fine_tune"]
+SCHEMA = pets_schema.SCHEMA | learner_schema.SCHEMA  # the blocks PARAMS are in
 LR_FIND = Path("metrics/pets/lr_find/suggestions.json")
 METRICS = Path("metrics/pets/train")
 MODEL = Path("data/models/pets")
@@ -95,4 +98,4 @@ def main(p: dict) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__, PARAMS, distributed=True)
+    stage.run(main, __doc__, PARAMS, SCHEMA, distributed=True)

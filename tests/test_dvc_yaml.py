@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tools import code_deps
+
+from stages.core.schema import CORE
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -38,41 +41,6 @@ def stage_module(stage: dict) -> str:
 def declared_params(stage: dict, module) -> list[str]:
     """The module's PARAMS, with ``{model}`` filled in for stages generated per model."""
     return [key.format(model=stage.get("item")) for key in module.PARAMS]
-
-
-def module_file(module: str) -> Path:
-    path = ROOT / (module.replace(".", "/") + ".py")
-    return path if path.is_file() else ROOT / module.replace(".", "/") / "__init__.py"
-
-
-def has_code(path: Path) -> bool:
-    """False for a docstring-only file, which can change no result (such package __init__s are nobody's dep)."""
-    body = ast.parse(path.read_text()).body
-    return not all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
-
-
-def imported_stage_modules(module: str, seen: set[str] | None = None) -> set[str]:
-    """``module``, the packages above it (their ``__init__`` runs first) and every ``stages.*`` module it
-    imports, transitively."""
-    seen = seen if seen is not None else set()
-    if module in seen:
-        return seen
-    seen.add(module)
-    parts = module.split(".")
-    for i in range(1, len(parts)):
-        imported_stage_modules(".".join(parts[:i]), seen)
-    for node in ast.walk(ast.parse(module_file(module).read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "stages":
-            # ``from stages.pets import model`` imports a module; ``from stages.pets import ARCHS`` a name
-            names = [f"{node.module}.{a.name}" if module_file(f"{node.module}.{a.name}").is_file() else node.module
-                     for a in node.names]  # fmt: skip
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.split(".")[0] == "stages"]
-        else:
-            continue
-        for name in names:
-            imported_stage_modules(name, seen)
-    return seen
 
 
 def flat_keys(tree: dict, prefix: str = "") -> set[str]:
@@ -109,11 +77,51 @@ def test_every_output_persists_and_every_stage_waits_for_the_params_check(name):
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_code_deps_are_exactly_the_modules_the_stage_imports(name):
-    module = stage_module(STAGES[name])
-    files = {module_file(m) for m in imported_stage_modules(module)}
-    code = sorted(str(f.relative_to(ROOT)) for f in files if has_code(f))
-    declared = sorted(d for d in STAGES[name]["deps"] if d.startswith("stages/"))
-    assert declared == code, "deps for dvc.yaml:\n" + "\n".join(f"- {c}" for c in code)
+    declared = [d for d in STAGES[name]["deps"] if d.startswith("stages/")]
+    assert declared == code_deps.code_deps(stage_module(STAGES[name])), "run: python tools/code_deps.py"
+
+
+def test_the_code_deps_tool_finds_dvc_yaml_as_the_imports_say_and_says_what_differs(tmp_path, monkeypatch, capsys):
+    assert code_deps.main(["--check"]) == 0
+    edited = tmp_path / "dvc.yaml"
+    edited.write_text((ROOT / "dvc.yaml").read_text().replace("      - stages/core/cpu.py\n", "", 1))
+    monkeypatch.setattr(code_deps, "DVC_YAML", edited)
+    assert code_deps.main(["--check"]) == 1
+    assert "check_params: code deps differ from the imports: add ['stages/core/cpu.py']" in capsys.readouterr().err
+    assert code_deps.main([]) == 0 and edited.read_text() == (ROOT / "dvc.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_each_stage_knows_the_schema_of_every_block_it_reads(name):
+    module = importlib.import_module(stage_module(STAGES[name]))
+    blocks = {key.split(".")[0] for key in declared_params(STAGES[name], module)}
+    assert blocks <= set((CORE | module.SCHEMA).blocks)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every module under stages/ and the stages modules it imports itself."""
+    names = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+             for p in sorted((ROOT / "stages").rglob("*.py"))]
+    return {name: code_deps.direct_imports(name) for name in names}
+
+
+def test_the_house_has_no_upward_import_and_no_circle():
+    """core imports only core; the chapters and the learner never import the stage modules above them; and no
+    module reaches itself through its imports."""
+    graph = module_graph()
+    for name, imports in graph.items():
+        if name.startswith("stages.core"):
+            assert all(m.startswith("stages.core") for m in imports), (name, imports)
+        if name.count(".") >= 2:  # inside a room: nothing from the top level (stage modules)
+            assert all(m.count(".") >= 1 and m.split(".")[1] in ("core", "mnist", "pets", "learner") for m in imports), (name, imports)
+    for start in graph:
+        stack, seen = list(graph[start]), set()
+        while stack:
+            module = stack.pop()
+            assert module != start, f"{start} imports itself through {sorted(seen)}"
+            if module not in seen:
+                seen.add(module)
+                stack += graph.get(module, ())
 
 
 def test_stages_top_level_is_one_module_per_stage_plus_user_commands():

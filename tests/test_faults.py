@@ -37,7 +37,7 @@ import torch
 from conftest import (changed_stages, committed_files_changed, copy_project, dvc, git, run_stage, set_params,
                       tracked_outputs, tree_snapshot)
 
-from stages import fetch_mnist
+from stages import check_params, fetch_mnist
 from stages.core import stage
 
 
@@ -77,18 +77,24 @@ def test_bad_params_fail_before_any_work_with_one_line(tmp_path, monkeypatch, ca
     project = copy_project(tmp_path / "p", change)
     monkeypatch.chdir(project)
     with pytest.raises(SystemExit) as exit_info:
-        stage.run(fetch_mnist.main, fetch_mnist.__doc__, fetch_mnist.PARAMS, argv=[])
+        stage.run(check_params.main, check_params.__doc__, check_params.PARAMS, check_params.SCHEMA, argv=[], whole=True)
     line = one_error_line(capsys.readouterr().err, exit_info.value.code)
     assert expected in line, line
     assert not (project / "data").exists() and not (project / "metrics").exists()
 
 
 def test_bad_params_stop_a_stage_process_the_same_way(tmp_path):
-    project = copy_project(tmp_path / "p", {"pets.valid_pct": 1.5})
+    """check_params checks the whole file; a stage run on its own checks the blocks it reads and no other, so a
+    chapter-4 stage neither reads nor depends on chapter 5's schema."""
+    project = copy_project(tmp_path / "p", {"fine_tune.base_lr": -0.1})
     for module in ("stages.check_params", "stages.train_pets"):
         result = run_stage(project, module)
-        assert BAD_PARAMS[0][1] in one_error_line(result.stderr, result.returncode)
+        assert BAD_PARAMS[2][1] in one_error_line(result.stderr, result.returncode)
     assert not (project / "data").exists() and not (project / "metrics").exists()
+    set_params(project / "params.yaml", {"fine_tune.base_lr": "auto", "pets.valid_pct": 1.5, "source": "internet"})
+    result = run_stage(project, "stages.train_pets")  # reads source, not pets: one line about source only
+    line = one_error_line(result.stderr, result.returncode)
+    assert "source: 'internet' is not allowed" in line and "pets.valid_pct" not in line
 
 
 @pytest.mark.parametrize("change", [{"pets.valid_pct": 1.5}, {"fine_tune.base_lr": -1}, {"interpret.min_vall": 1},
@@ -228,7 +234,7 @@ def test_a_file_where_the_output_folder_belongs_is_one_line_naming_it(tmp_path, 
     (project / "data").write_text("not a folder")
     monkeypatch.chdir(project)
     with pytest.raises(SystemExit) as exit_info:
-        stage.run(fetch_mnist.main, fetch_mnist.__doc__, fetch_mnist.PARAMS, argv=[])
+        stage.run(fetch_mnist.main, fetch_mnist.__doc__, fetch_mnist.PARAMS, fetch_mnist.SCHEMA, argv=[])
     assert "data/raw" in one_error_line(capsys.readouterr().err, exit_info.value.code)
 
 

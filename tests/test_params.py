@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.check_params import SCHEMA
 from stages.core import params
 from stages.core.stage import UserError
 
@@ -20,19 +21,30 @@ def write(tmp_path: Path, edit=None) -> Path:
 
 def test_load_returns_exactly_the_declared_keys(tmp_path):
     path = write(tmp_path)
-    assert params.load(["source", "mnist.digits"], path) == {"source": "sample", "mnist.digits": [3, 7]}
+    assert params.load(["source", "mnist.digits"], path, schema=SCHEMA) == {"source": "sample", "mnist.digits": [3, 7]}
 
 
 def test_missing_key_is_one_error_naming_file_and_key(tmp_path):
     path = write(tmp_path, lambda t: t["mnist"].pop("digits"))
     with pytest.raises(UserError, match=r"params.yaml: mnist.digits: missing"):
-        params.load(["source"], path)
+        params.load(["mnist.seed"], path, schema=SCHEMA)
 
 
 def test_a_scalar_where_a_section_belongs_is_an_error(tmp_path):
     path = write(tmp_path, lambda t: t.update(mnist=3))
     with pytest.raises(UserError, match="params.yaml: mnist: 3 is not allowed; expected a mapping"):
-        params.load(["source"], path)
+        params.load(["mnist.seed"], path, schema=SCHEMA)
+
+
+def test_a_stage_checks_the_blocks_it_reads_and_check_params_the_whole_file(tmp_path):
+    """A chapter-4 stage reads no chapter-5 block, so it neither checks nor depends on chapter 5's schema; the
+    pipeline's first stage, check_params, checks every block and refuses an unknown one."""
+    path = write(tmp_path, lambda t: (t["pets"].update(valid_pct=1.5), t.update(extra=1)))
+    assert params.load(["mnist.seed"], path, schema=SCHEMA) == {"mnist.seed": 42}
+    with pytest.raises(UserError, match=r"params.yaml: extra: unknown key at the top level.*pets.valid_pct: 1.5 is not allowed"):
+        params.load([], path, schema=SCHEMA, whole=True)
+    with pytest.raises(UserError, match=r"params.yaml: pets.valid_pct: 1.5 is not allowed"):
+        params.load(["pets.seed"], path, schema=SCHEMA)
 
 
 def test_invalid_yaml_is_a_user_error(tmp_path):

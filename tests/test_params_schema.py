@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.check_params import SCHEMA
 from stages.core import schema as params_schema
 from stages.core.stage import UserError
 
@@ -11,7 +12,7 @@ DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").
 
 
 def test_the_default_params_are_valid():
-    params_schema.validate(DEFAULTS)
+    params_schema.validate(DEFAULTS, SCHEMA)
 
 
 def test_every_problem_is_reported_with_the_first_on_the_line():
@@ -19,7 +20,7 @@ def test_every_problem_is_reported_with_the_first_on_the_line():
     tree["pets"]["valid_pct"] = 0
     tree["lr_find"]["num_it"] = 2
     with pytest.raises(UserError) as err:
-        params_schema.validate(tree)
+        params_schema.validate(tree, SCHEMA)
     message = str(err.value)
     assert message.startswith("params.yaml: pets.valid_pct: 0 is not allowed") and "lr_find.num_it" in message
     assert "\n" not in message
@@ -36,7 +37,7 @@ def test_wrong_types_and_values(key, value):
         node = node[part]
     node[leaf] = value
     with pytest.raises(UserError, match=f"params.yaml: {key}: "):
-        params_schema.validate(tree)
+        params_schema.validate(tree, SCHEMA)
 
 
 def test_missing_and_unknown_top_level_keys():
@@ -44,4 +45,4 @@ def test_missing_and_unknown_top_level_keys():
     del tree["interpret"]
     tree["sorce"] = "full"
     with pytest.raises(UserError, match="sorce: unknown key at the top level"):
-        params_schema.validate(tree)
+        params_schema.validate(tree, SCHEMA)

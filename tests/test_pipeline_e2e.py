@@ -114,6 +114,25 @@ def test_a_param_change_reruns_those_stages_and_what_their_outputs_feed(clone, c
     assert changed_stages(clone) == set()
 
 
+MNIST_MODELS = {"train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18"}
+
+
+@pytest.mark.parametrize(
+    ("package", "stale"),
+    [
+        ("pets", {"fetch_pets", "presize_pets", "lr_find_pets", "train_pets", "interpret_pets", "export_pets"}),
+        ("mnist", {"fetch_mnist", "prepare_mnist", "baseline"} | MNIST_MODELS),
+        ("learner", {"lr_find_pets", "train_pets", "interpret_pets"} | MNIST_MODELS),
+    ],
+)
+def test_editing_a_package_makes_stale_only_the_stages_that_import_it(clone, package, stale):
+    """Code deps are exactly the imports, and each stage checks only the params blocks it reads: a new architecture
+    in stages/pets/__init__.py leaves chapter 4 up to date, and a new MNIST model leaves chapter 5."""
+    init = clone / "stages" / package / "__init__.py"
+    init.write_text(init.read_text() + "EDITED = True\n")
+    assert changed_stages(clone) == stale | {CHECK}
+
+
 def test_a_typo_in_params_is_reported_before_any_stage_runs(clone):
     set_params(clone / "params.yaml", {"mnist_models.linear.lr": 0.5, "pets.presise": 20})
     result = dvc(clone, "repro", check=False)

@@ -35,7 +35,7 @@ def test_help_names_what_the_stage_reads_writes_and_its_params_and_writes_nothin
     entry = importlib.import_module(module)
     choices = {"model": ["linear", "simple_net", "resnet18"]} if module == "stages.train_mnist" else None
     with pytest.raises(SystemExit) as exit_info:
-        stage.run(entry.main, entry.__doc__, entry.PARAMS, choices=choices, argv=["--help"])
+        stage.run(entry.main, entry.__doc__, entry.PARAMS, entry.SCHEMA, choices=choices, argv=["--help"])
     assert exit_info.value.code == 0
     shown = capsys.readouterr().out
     assert "Reads:" in shown and "Writes:" in shown and "params.yaml keys:" in shown
@@ -67,6 +67,7 @@ EXITING_STAGE = '''"""A stage that leaves an exit handler, an object to tear dow
 import atexit, sys, threading, time
 from pathlib import Path
 from stages.core import stage
+from stages.core.schema import CORE
 
 out, thread = Path(sys.argv[-1]), "--thread" in sys.argv
 sys.argv = sys.argv[:1]  # the stage itself takes no arguments
@@ -87,7 +88,7 @@ def main(p):
     print("done")
 
 
-stage.run(main, __doc__, [])
+stage.run(main, __doc__, [], CORE)
 '''
 
 

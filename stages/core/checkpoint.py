@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from stages.core import atomic
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 MODEL_FILE = "model.pt"
 RUN_INFO_FILE = "run_info.json"

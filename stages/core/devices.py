@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from stages.core import cpu
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 
 def pick(name: str) -> torch.device:
@@ -70,7 +70,7 @@ class Compute:
     def loader_workers(self, workers: int) -> int:
         """Processes that load batches: ``workers`` for a GPU, whose steps they overlap; none on the CPU, where the
         training process gathers a presized batch in milliseconds between steps of a second, and workers only
-        compete with its threads for the cores (on two cores: lr_find 4% faster without them, train_pets the same)."""
+        compete with its threads for the cores (measured: docs/design-notes.md)."""
         return 0 if self.device.type == "cpu" else workers
 
     def run_info(self) -> dict:

@@ -13,7 +13,7 @@ import tempfile
 import urllib.error
 from pathlib import Path, PurePosixPath
 
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 # torchvision's helpers are imported where used: the offline sample never downloads, and importing torchvision
 # costs seconds a stage need not spend.

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from stages.core.schema import validate
-from stages.core.stage import UserError
+from stages.core.errors import UserError
+from stages.core.schema import CORE, Schema, validate
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -22,9 +22,10 @@ def lookup(tree: dict, dotted_key: str, source: Path) -> Any:
     return node
 
 
-def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Validate all of params.yaml (stages.core.schema), then return ``{dotted_key: value}`` for exactly
-    ``keys``. There are no defaults here on purpose: a stage sees only what params.yaml says.
+def load(keys: list[str], path: Path = PARAMS_FILE, *, schema: Schema = CORE, whole: bool = False) -> dict[str, Any]:
+    """Validate the blocks of params.yaml that ``keys`` are in (``whole``: every block, and no unknown one) against
+    ``schema``, then return ``{dotted_key: value}`` for exactly ``keys``. There are no defaults here on purpose: a
+    stage sees only what params.yaml says.
     """
     try:
         tree = yaml.safe_load(path.read_text())
@@ -32,5 +33,6 @@ def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
         raise UserError(f"{path}: not found (run from the project root)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    validate(tree, str(path))  # the whole file, before the stage does any work
+    blocks = None if whole else {key.split(".")[0] for key in keys}
+    validate(tree, schema, blocks=blocks, source=str(path))  # before the stage does any work
     return {key: lookup(tree, key, path) for key in keys}

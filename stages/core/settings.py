@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
 

@@ -1,6 +1,6 @@
 """Running a stage module: ``python -m stages.<name> [--help]``.
 
-Every stage module ends with ``stage.run(main, __doc__, PARAMS)``. ``--help`` prints the module's docstring (what
+Every stage module ends with ``stage.run(main, __doc__, PARAMS, SCHEMA)``. ``--help`` prints the module's docstring (what
 the stage reads, what it writes, which params it uses) and exits 0 before anything is read or written. An unknown
 argument, a bad params.yaml or any other problem the user can fix is one ``error:`` line and a non-zero exit.
 """
@@ -14,12 +14,12 @@ import sys
 import threading
 from typing import Callable, Sequence
 
+from stages.core import params as params_file
+from stages.core.errors import UserError
+from stages.core.schema import CORE, Schema
+
 USAGE_EXIT = 2  # argparse's convention for a bad command line
 INTERRUPTED_EXIT = 130  # the shell's for a process ended by SIGINT (128 + 2)
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad params, unreachable download, corrupt input): no traceback."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -56,12 +56,15 @@ def guarded(main: Callable[[], None]) -> None:
         sys.exit(1)
 
 
-def run(main: Callable[..., None], doc: str, params: Sequence[str], choices: dict[str, Sequence[str]] | None = None,
-        argv: Sequence[str] | None = None, distributed: bool = False) -> None:  # fmt: skip
-    """Parse the command line, load and validate params.yaml whole, then call ``main(p, **arguments)``.
+def run(main: Callable[..., None], doc: str, params: Sequence[str], schema: Schema,
+        choices: dict[str, Sequence[str]] | None = None, argv: Sequence[str] | None = None,
+        distributed: bool = False, whole: bool = False) -> None:  # fmt: skip
+    """Parse the command line, load and validate the params blocks the stage reads (``whole``: all of params.yaml),
+    then call ``main(p, **arguments)``.
 
     ``params`` are dotted keys; a ``{name}`` in one is filled from the positional argument of that name
-    (``mnist_models.{model}``). Output is line-buffered so each progress line reaches a log as it is printed.
+    (``mnist_models.{model}``). ``schema`` has the blocks they are in, beside ``source`` and ``compute``, which
+    every stage knows (``check_params``, which runs first in ``dvc repro``, checks the whole file). Output is line-buffered so each progress line reaches a log as it is printed.
     Only a stage that says it is ``distributed`` runs under torchrun with several processes: any other would
     write its outputs from every one of them at once.
     """
@@ -74,10 +77,8 @@ def run(main: Callable[..., None], doc: str, params: Sequence[str], choices: dic
         sys.exit(1)
 
     def body() -> None:
-        from stages.core import params as params_file  # it raises UserError, defined here
-
-        p = params_file.load([key.format(**args) for key in params])
-        main(p, **args)
+        keys = [key.format(**args) for key in params]
+        main(params_file.load(keys, schema=CORE | schema, whole=whole), **args)
 
     guarded(body)
     if argv is None and main.__globals__ is vars(sys.modules["__main__"]):
@@ -85,10 +86,11 @@ def run(main: Callable[..., None], doc: str, params: Sequence[str], choices: dic
 
 
 def _exit_now() -> None:
-    """Exit 0 as the interpreter would, less its teardown of every loaded module: with torch, sklearn and matplotlib
-    loaded that takes 1-2 s, a tenth of a short stage. Every output is written and closed by now. The exit
+    """Exit 0 as the interpreter would, less its teardown of every loaded module (with torch, sklearn and matplotlib
+    loaded, about a second a stage: docs/design-notes.md). Every output is written and closed by now. The exit
     handlers still run (they stop DataLoader workers and remove temporary files); a live non-daemon thread, which
-    the interpreter would wait for, gets the usual exit."""
+    the interpreter would wait for, gets the usual exit. ``atexit._run_exitfuncs`` is private: a test of this
+    function fails if it stops running the handlers."""
     if any(not thread.daemon for thread in threading.enumerate() if thread is not threading.main_thread()):
         return
     atexit._run_exitfuncs()  # the handlers the interpreter runs before its teardown; private, in CPython since 3.0

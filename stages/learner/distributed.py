@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from stages.core.devices import Compute
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from stages.core.devices import Compute
 from stages.core.progress import progress
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 from stages.learner import distributed
 from stages.learner import lr_find as finder
 from stages.learner.optimizer import BN_TYPES, WEIGHT_DECAY, OptFunc, adam, param_groups
@@ -43,11 +43,9 @@ class Shuffle(Sampler[int]):
     when the epoch starts: neither the number of loader workers (``PIPELINE_WORKERS``) nor an epoch cut short
     (``batches_per_epoch``) changes a later epoch's order.
 
-    Given the generator, torch's ``RandomSampler`` with a ``DataLoader`` made the order also depend on both: the
-    loader drew its workers' base seed from it once per iterator (each epoch without workers, once with persistent
-    ones), and the sampler draws a second, unused permutation when an epoch runs to its end, which prefetching
-    workers reach and a cut-short epoch does not. The two draws below are theirs with persistent workers, so every
-    result trained that way keeps its order."""
+    The two draws below are those torch's ``RandomSampler`` and ``DataLoader`` make with persistent workers (a base
+    seed, and an unused second permutation per epoch), so results trained that way keep their order; why torch's
+    own sampler is not used is in docs/design-notes.md."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.generator = n, torch.Generator().manual_seed(seed)

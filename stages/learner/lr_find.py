@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 from stages.learner import LR_SUGGESTIONS
 
 MIN_ITERATIONS = 6  # fastai's floor on num_it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, max_lr, total_steps: int, *, pct_start: float, div: float = 25.0,

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from stages.core import splits
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 if TYPE_CHECKING:
     import torch

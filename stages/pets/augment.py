@@ -201,11 +201,9 @@ def _along_rows(values: torch.Tensor, width: int) -> torch.Tensor:
 
 
 # On the CPU the batch goes a few images at a time, each part's grid computed, its images converted, sampled, lit
-# and normalised while they are still in cache: at 460 px a whole batch's float copy (64 images, 163 MB) is read
-# back from memory, and the part-wise loop converts and samples in half the time (31 against 70 ms); the grid part
-# by part saves a fifth of its sampling again (the planes are read back from cache). 12 MB is four 460-pixel images
-# (about 5% faster than three or six, measured); a batch of 96-pixel images fits in one part. Every image's values
-# are the same either way; a GPU takes the batch at once.
+# and normalised while they are still in cache, instead of a whole batch's float copy read back from memory
+# (measurements: docs/design-notes.md). 12 MB is four 460-pixel images; a batch of 96-pixel images fits in one
+# part. Every image's values are the same either way; a GPU takes the batch at once.
 CPU_PART_BYTES = 12 * 2**20
 
 
@@ -214,10 +212,9 @@ class BatchAugment:
 
     The parameters and the projective matrices are computed for the whole batch; on the CPU the rest goes a part at
     a time (``CPU_PART_BYTES``).
-    The float input, the grid and the output are buffers kept from one batch to the next: a fresh 460-pixel input
-    costs more in page faults than its conversion, a fresh 38 MB output 7 ms, a tenth of the batch. A buffer is
-    written again only once nothing holds what it gave last (:func:`_held_elsewhere`), so a batch the caller still
-    keeps is never overwritten."""
+    The float input, the grid and the output are buffers kept from one batch to the next, since fresh ones cost
+    page faults (docs/design-notes.md). A buffer is written again only once nothing holds what it gave last
+    (:func:`_held_elsewhere`), so a batch the caller still keeps is never overwritten."""
 
     def __init__(self, settings: AugTransforms, seed: int, normalize: bool):
         self.settings, self.normalize = settings, normalize
@@ -262,7 +259,8 @@ class BatchAugment:
 def _held_elsewhere(buffer: torch.Tensor) -> bool:
     """Whether any tensor besides ``buffer`` still uses its memory: a batch the caller keeps, any view of it, or one
     saved by autograd for a backward pass not yet run. torch counts the tensors on a storage (the count read here
-    also includes the storage object made to read it); its Python refcount would miss views and autograd."""
+    also includes the storage object made to read it); its Python refcount would miss views and autograd. The count
+    is torch's private API: tests/test_augment.py fails if it stops counting a kept batch, a view or autograd."""
     return torch._C._storage_Use_Count(buffer.untyped_storage()._cdata) > 2
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 DATA = Path("data/pets")
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 from stages.pets import ARCHS
 
 

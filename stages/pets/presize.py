@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stages.core.progress import progress
-from stages.core.stage import UserError
+from stages.core.errors import UserError
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 CHUNK = 32  # images per task a worker decodes
