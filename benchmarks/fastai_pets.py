@@ -21,9 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastai.vision.all import (
-    CategoryBlock, DataBlock, ImageBlock, IndexSplitter, PILImage, aug_transforms, error_rate, minimum, resnet18,
-    set_seed, vision_learner,
-)  # fmt: skip
+    CategoryBlock,
+    DataBlock,
+    ImageBlock,
+    IndexSplitter,
+    PILImage,
+    aug_transforms,
+    error_rate,
+    minimum,
+    resnet18,
+    set_seed,
+    vision_learner,
+)
 
 
 def dataloaders(folder: Path, *, size: int, min_scale: float, batch_size: int, workers: int):
@@ -34,10 +43,11 @@ def dataloaders(folder: Path, *, size: int, min_scale: float, batch_size: int, w
     classes = index["classes"]
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock(vocab=classes)),
-        get_x=lambda i: PILImage.create(images[i]), get_y=lambda i: classes[labels[i]],
+        get_x=lambda i: PILImage.create(images[i]),
+        get_y=lambda i: classes[labels[i]],
         splitter=IndexSplitter(list(range(n_train, len(labels)))),
         batch_tfms=aug_transforms(size=size, min_scale=min_scale),
-    )  # fmt: skip
+    )
     return block.dataloaders(list(range(len(labels))), bs=batch_size, num_workers=workers, device="cpu")
 
 
@@ -56,7 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     set_seed(args.seed, reproducible=True)
-    dls = dataloaders(args.data, size=args.size, min_scale=args.min_scale, batch_size=args.batch_size, workers=args.workers)
+    dls = dataloaders(
+        args.data, size=args.size, min_scale=args.min_scale, batch_size=args.batch_size, workers=args.workers
+    )
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
     with learn.no_bar(), learn.no_logging():
         start = time.perf_counter()
@@ -66,9 +78,20 @@ def main() -> None:
         learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.freeze_epochs)
         train_seconds = time.perf_counter() - start
         _, error = learn.validate()
-    print(json.dumps({"framework": "fastai", "version": __import__("fastai").__version__, "seed": args.seed,
-                      "lr": lr, "error_rate": round(float(error), 6), "train_seconds": round(train_seconds, 1),
-                      "lr_find_seconds": round(lr_find_seconds, 1), "threads": torch.get_num_threads()}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "framework": "fastai",
+                "version": __import__("fastai").__version__,
+                "seed": args.seed,
+                "lr": lr,
+                "error_rate": round(float(error), 6),
+                "train_seconds": round(train_seconds, 1),
+                "lr_find_seconds": round(lr_find_seconds, 1),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,20 @@ def main() -> None:
     train_seconds = time.perf_counter() - start
     outputs, targets, _ = learn.get_preds()
     error = 1 - (outputs.argmax(1) == targets).float().mean().item()
-    print(json.dumps({"framework": "this project", "seed": args.seed, "lr": lr, "error_rate": round(error, 6),
-                      "train_seconds": round(train_seconds, 1), "lr_find_seconds": round(lr_find_seconds, 1),
-                      "threads": params["compute"]["cpu_threads"], "workers": os.environ.get("PIPELINE_WORKERS")}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "framework": "this project",
+                "seed": args.seed,
+                "lr": lr,
+                "error_rate": round(error, 6),
+                "train_seconds": round(train_seconds, 1),
+                "lr_find_seconds": round(lr_find_seconds, 1),
+                "threads": params["compute"]["cpu_threads"],
+                "workers": os.environ.get("PIPELINE_WORKERS"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

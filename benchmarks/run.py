@@ -64,9 +64,15 @@ from tools.project import PROJECT_FILES  # noqa: E402
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 SEEDS = (0, 1, 2)
 # The full-size dry run: the README's command, on top of the default run.
-DRY_RUN = {"pets.standin.images_per_breed": 200, "pets.presize": 460, "pets_model.size": 224,
-           "pets_model.batches_per_epoch": 20, "lr_find.num_it": 20, "fine_tune.freeze_epochs": 0,
-           "fine_tune.epochs": 1}  # fmt: skip
+DRY_RUN = {
+    "pets.standin.images_per_breed": 200,
+    "pets.presize": 460,
+    "pets_model.size": 224,
+    "pets_model.batches_per_epoch": 20,
+    "lr_find.num_it": 20,
+    "fine_tune.freeze_epochs": 0,
+    "fine_tune.epochs": 1,
+}
 
 
 def timed(run) -> float:
@@ -86,8 +92,10 @@ def make_project(folder: Path) -> Path:
 
 
 # Runs a command and prints the peak memory of its largest descendant, so each measurement is its own.
-PEAK = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)")  # fmt: skip
+PEAK = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
+)
 
 
 def measured(command: list[str], cwd: Path) -> tuple[float, int, str]:
@@ -113,15 +121,25 @@ def presize_benchmark(n_images: int = 240) -> dict:
             path = Path(tmp) / f"img_{i}.jpg"
             pets_standin.render(styles[i % len(styles)], rng, min_side=375, max_side=500).save(path, "JPEG", quality=90)
             paths.append(path)
-        runs = {"plain_pil_loop": lambda: [np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (size, size))) for p in paths],
-                "stage": lambda: presize.presize_to_file(paths, size, workers=workers, out=Path(tmp) / "out.npy")}  # fmt: skip
+        runs = {
+            "plain_pil_loop": lambda: [
+                np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (size, size))) for p in paths
+            ],
+            "stage": lambda: presize.presize_to_file(paths, size, workers=workers, out=Path(tmp) / "out.npy"),
+        }
         speed = {}
         for name, run in runs.items():
             run()  # warm the page cache and the worker start-up path alike
             speed[name] = n_images / timed(run)
-    return {"images": n_images, "image_size": "about 500x375 JPEG", "presize": size, "workers": workers,
-            "plain_pil_loop_images_per_s": round(speed["plain_pil_loop"], 1),
-            "stage_images_per_s": round(speed["stage"], 1), "speedup": round(speed["stage"] / speed["plain_pil_loop"], 2)}  # fmt: skip
+    return {
+        "images": n_images,
+        "image_size": "about 500x375 JPEG",
+        "presize": size,
+        "workers": workers,
+        "plain_pil_loop_images_per_s": round(speed["plain_pil_loop"], 1),
+        "stage_images_per_s": round(speed["stage"], 1),
+        "speedup": round(speed["stage"] / speed["plain_pil_loop"], 2),
+    }
 
 
 # --- augmentation ------------------------------------------------------------------------------------
@@ -130,13 +148,18 @@ def presize_benchmark(n_images: int = 240) -> dict:
 def per_image_loop(size: int, min_scale: float):
     """The augmentation this project used before: torchvision v2 called once per image (a random resized crop,
     flip, rotation/zoom, perspective warp, colour jitter, each its own resampling), then ImageNet normalisation."""
-    one = v2.Compose([
-        v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.RandomAffine(degrees=10, scale=(1.0, 1.1))], p=0.75),
-        v2.RandomPerspective(distortion_scale=0.2, p=0.75),
-        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.75),
-    ])  # fmt: skip
-    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(augment.IMAGENET_MEAN, augment.IMAGENET_STD)])
+    one = v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.RandomAffine(degrees=10, scale=(1.0, 1.1))], p=0.75),
+            v2.RandomPerspective(distortion_scale=0.2, p=0.75),
+            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.75),
+        ]
+    )
+    norm = v2.Compose(
+        [v2.ToDtype(torch.float32, scale=True), v2.Normalize(augment.IMAGENET_MEAN, augment.IMAGENET_STD)]
+    )
     return lambda batch: norm(torch.stack([one(image) for image in batch]))
 
 
@@ -148,8 +171,10 @@ def augmentation_benchmark(device: torch.device, batches: int = 3, repeats: int 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for presize_px, size in ((460, 224), (96, 64)):
         batch = torch.randint(0, 256, (64, 3, presize_px, presize_px), dtype=torch.uint8, device=device)
-        runs = {"batched": augment.BatchAugment(augment.AugTransforms(size, 0.75), seed=0, normalize=True),
-                "per_image_loop": per_image_loop(size, 0.75)}  # fmt: skip
+        runs = {
+            "batched": augment.BatchAugment(augment.AugTransforms(size, 0.75), seed=0, normalize=True),
+            "per_image_loop": per_image_loop(size, 0.75),
+        }
         for run in runs.values():
             run(batch)  # warm-up
         sync()
@@ -184,26 +209,44 @@ def _time_epoch(fit_once, n_samples: int) -> float:
 def training_benchmark(device: torch.device, n_mnist: int = 2048, n_pets: int = 512) -> dict:
     results = {}
     compute = Compute(device, mixed=device.type == "cuda")
-    digits = Digits(torch.rand(n_mnist, 28, 28), torch.arange(n_mnist) % 2, torch.rand(64, 28, 28),
-                    torch.arange(64) % 2, ["3", "7"])  # fmt: skip
+    digits = Digits(
+        torch.rand(n_mnist, 28, 28), torch.arange(n_mnist) % 2, torch.rand(64, 28, 28), torch.arange(64) % 2, ["3", "7"]
+    )
     for name in ("linear", "simple_net", "resnet18"):
         if name == "linear" and device.type != "cpu":
             continue  # the lesson's loop runs on the CPU by design
         cfg = {**PARAMS["mnist_models"][name], "epochs": 1}
-        results[f"mnist_{name}"] = _time_epoch(lambda: mnist_recipes.RECIPES[name](digits, cfg, compute, lambda r: None), n_mnist)
+        results[f"mnist_{name}"] = _time_epoch(
+            lambda: mnist_recipes.RECIPES[name](digits, cfg, compute, lambda r: None), n_mnist
+        )
     cfg = PARAMS["pets_model"]
     presize_px = PARAMS["pets"]["presize"]
     images = torch.randint(0, 256, (n_pets, 3, presize_px, presize_px), dtype=torch.uint8)
-    data = DataLoader(TensorDataset(images, torch.arange(n_pets) % 37), batch_size=cfg["batch_size"], drop_last=True,
-                      pin_memory=device.type == "cuda")  # fmt: skip
+    data = DataLoader(
+        TensorDataset(images, torch.arange(n_pets) % 37),
+        batch_size=cfg["batch_size"],
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
     valid = DataLoader(TensorDataset(images[:64], torch.arange(64) % 37), batch_size=cfg["batch_size"])
-    dls = DataLoaders(data, valid, augment.BatchAugment(augment.AugTransforms(cfg["size"], cfg["min_scale"]), 0, False),
-                      lambda b: augment.resize_batch(b, cfg["size"], False))  # fmt: skip
-    learn = Learner(pets_model.build(cfg["arch"], False, 37), dls, torch.nn.CrossEntropyLoss(), compute,
-                    splitter=pets_model.layer_groups, name="bench")  # fmt: skip
+    dls = DataLoaders(
+        data,
+        valid,
+        augment.BatchAugment(augment.AugTransforms(cfg["size"], cfg["min_scale"]), 0, False),
+        lambda b: augment.resize_batch(b, cfg["size"], False),
+    )
+    learn = Learner(
+        pets_model.build(cfg["arch"], False, 37),
+        dls,
+        torch.nn.CrossEntropyLoss(),
+        compute,
+        splitter=pets_model.layer_groups,
+        name="bench",
+    )
     lrs = discriminative_lrs(1e-5, 1e-3, 3)
     results[f"pets_{cfg['arch']}_{cfg['size']}px_unfrozen"] = _time_epoch(
-        lambda: learn.fit_one_cycle(1, lrs, pct_start=0.3, div=5.0), n_pets)
+        lambda: learn.fit_one_cycle(1, lrs, pct_start=0.3, div=5.0), n_pets
+    )
     return {"device": device.type, "samples_per_s": results}
 
 
@@ -234,7 +277,9 @@ def cpu_caps_benchmark() -> dict:
         out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
         speed, capability = out.split()
         result[name] = {"resnet18_images_per_s": round(float(speed), 1), "aten_capability": capability}
-    result["uncapped_over_capped"] = round(result["uncapped"]["resnet18_images_per_s"] / result["capped"]["resnet18_images_per_s"], 2)
+    result["uncapped_over_capped"] = round(
+        result["uncapped"]["resnet18_images_per_s"] / result["capped"]["resnet18_images_per_s"], 2
+    )
     result["setting"] = f"resnet18 training steps, batch 64 at {size} px, {threads} threads"
     return result
 
@@ -255,10 +300,17 @@ def pipeline_benchmark(project: Path) -> dict:
         clone_wall, clone_peak, log = measured(["dvc", "repro"], clone)
         clean = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
     ran = [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
-    return {"from_scratch_seconds": round(wall, 1), "peak_memory_mb": peak,
-            "noop_repro_seconds": round(statistics.median(noop), 2),
-            "fresh_clone": {"seconds": round(clone_wall, 1), "peak_memory_mb": clone_peak, "stages_run": ran,
-                            "git_status_clean": clean == ""}}  # fmt: skip
+    return {
+        "from_scratch_seconds": round(wall, 1),
+        "peak_memory_mb": peak,
+        "noop_repro_seconds": round(statistics.median(noop), 2),
+        "fresh_clone": {
+            "seconds": round(clone_wall, 1),
+            "peak_memory_mb": clone_peak,
+            "stages_run": ran,
+            "git_status_clean": clean == "",
+        },
+    }
 
 
 # --- against fastai ----------------------------------------------------------------------------------
@@ -266,18 +318,38 @@ def pipeline_benchmark(project: Path) -> dict:
 
 def fastai_benchmark(project: Path, seeds: list[int]) -> dict:
     subprocess.run(["dvc", "repro", "-q", "presize_pets"], cwd=project, check=True)
-    fastai_python = subprocess.run([str(ROOT / "benchmarks/fastai_env.sh")], check=True, capture_output=True,
-                                   text=True).stdout.strip().splitlines()[-1]  # fmt: skip
+    fastai_python = (
+        subprocess.run([str(ROOT / "benchmarks/fastai_env.sh")], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     env = {**os.environ, **PINNED, "PIPELINE_WORKERS": os.environ.get("PIPELINE_WORKERS", "2")}
     cfg, schedule = PARAMS["pets_model"], PARAMS["fine_tune"]
     runs = {"this_project": [], "fastai": []}
     for seed in seeds:  # interleaved, so a slow spell of the machine hits both alike
         ours = [sys.executable, str(ROOT / "benchmarks/pets_recipe.py"), "--project", str(project), "--seed", str(seed)]
-        theirs = [fastai_python, str(ROOT / "benchmarks/fastai_pets.py"), "--data", str(project / "data/pets"),
-                  "--seed", str(seed), "--size", str(cfg["size"]), "--min-scale", str(cfg["min_scale"]),
-                  "--batch-size", str(cfg["batch_size"]), "--epochs", str(schedule["epochs"]),
-                  "--freeze-epochs", str(schedule["freeze_epochs"]), "--threads", str(PARAMS["compute"]["cpu_threads"]),
-                  "--workers", env["PIPELINE_WORKERS"]]  # fmt: skip
+        theirs = [
+            fastai_python,
+            str(ROOT / "benchmarks/fastai_pets.py"),
+            "--data",
+            str(project / "data/pets"),
+            "--seed",
+            str(seed),
+            "--size",
+            str(cfg["size"]),
+            "--min-scale",
+            str(cfg["min_scale"]),
+            "--batch-size",
+            str(cfg["batch_size"]),
+            "--epochs",
+            str(schedule["epochs"]),
+            "--freeze-epochs",
+            str(schedule["freeze_epochs"]),
+            "--threads",
+            str(PARAMS["compute"]["cpu_threads"]),
+            "--workers",
+            env["PIPELINE_WORKERS"],
+        ]
         for name, command in (("this_project", ours), ("fastai", theirs)):
             # cwd: fastai's lr_find saves a temporary model under ./models; keep it in the throwaway project
             out = subprocess.run(command, env=env, cwd=project, capture_output=True, text=True, check=True).stdout
@@ -286,19 +358,28 @@ def fastai_benchmark(project: Path, seeds: list[int]) -> dict:
 
     def summary(results: list[dict]) -> dict:
         errors, seconds = [r["error_rate"] for r in results], [r["train_seconds"] for r in results]
-        return {"error_rate_mean": round(statistics.mean(errors), 4), "error_rate_sd": round(statistics.stdev(errors), 4),
-                "train_seconds_mean": round(statistics.mean(seconds), 1), "runs": results}  # fmt: skip
+        return {
+            "error_rate_mean": round(statistics.mean(errors), 4),
+            "error_rate_sd": round(statistics.stdev(errors), 4),
+            "train_seconds_mean": round(statistics.mean(seconds), 1),
+            "runs": results,
+        }
 
     ours, theirs = summary(runs["this_project"]), summary(runs["fastai"])
-    return {"recipe": f"{cfg['arch']} from scratch, lr_find {PARAMS['lr_find']['suggestion']}, fine_tune({schedule['epochs']}, "
-                      f"freeze_epochs={schedule['freeze_epochs']}), size {cfg['size']}, min_scale {cfg['min_scale']}, "
-                      f"batch {cfg['batch_size']}, seeds {seeds}, same CPU caps and threads",
-            "this_project": ours, "fastai": theirs,
-            "error_difference_points": round(100 * (ours["error_rate_mean"] - theirs["error_rate_mean"]), 2),
-            # the standard error of that difference (Welch): how far apart two such means fall by seed alone
-            "error_difference_se_points": round(100 * (ours["error_rate_sd"] ** 2 / len(seeds)
-                                                       + theirs["error_rate_sd"] ** 2 / len(seeds)) ** 0.5, 2),
-            "time_ratio": round(ours["train_seconds_mean"] / theirs["train_seconds_mean"], 2)}  # fmt: skip
+    return {
+        "recipe": f"{cfg['arch']} from scratch, lr_find {PARAMS['lr_find']['suggestion']}, "
+        f"fine_tune({schedule['epochs']}, "
+        f"freeze_epochs={schedule['freeze_epochs']}), size {cfg['size']}, min_scale {cfg['min_scale']}, "
+        f"batch {cfg['batch_size']}, seeds {seeds}, same CPU caps and threads",
+        "this_project": ours,
+        "fastai": theirs,
+        "error_difference_points": round(100 * (ours["error_rate_mean"] - theirs["error_rate_mean"]), 2),
+        # the standard error of that difference (Welch): how far apart two such means fall by seed alone
+        "error_difference_se_points": round(
+            100 * (ours["error_rate_sd"] ** 2 / len(seeds) + theirs["error_rate_sd"] ** 2 / len(seeds)) ** 0.5, 2
+        ),
+        "time_ratio": round(ours["train_seconds_mean"] / theirs["train_seconds_mean"], 2),
+    }
 
 
 # --- the full-size dry run ---------------------------------------------------------------------------
@@ -310,8 +391,14 @@ def dry_run_benchmark(project: Path) -> dict:
     wall, peak, _ = measured(["dvc", "exp", "run", "-q", *settings], project)
     summary = json.loads((project / "metrics/data/pets.json").read_text())
     pets = json.loads((project / "metrics/pets/train/metrics.json").read_text())
-    return {"settings": DRY_RUN, "command": "dvc exp run " + " ".join(settings), "seconds": round(wall, 1),
-            "peak_memory_mb": peak, "images": summary["splits"], "error_rate": pets["error_rate"]}  # fmt: skip
+    return {
+        "settings": DRY_RUN,
+        "command": "dvc exp run " + " ".join(settings),
+        "seconds": round(wall, 1),
+        "peak_memory_mb": peak,
+        "images": summary["splits"],
+        "error_rate": pets["error_rate"],
+    }
 
 
 def cpu_description() -> str:
@@ -336,9 +423,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="the fastai part's seeds")
     args = parser.parse_args()
-    results: dict = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_description(),
-                                 "python": platform.python_version(), "torch": torch.__version__,
-                                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}  # fmt: skip
+    results: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": cpu_description(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        }
+    }
     targets = {}
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     if "presize" in args.only:
@@ -357,14 +450,18 @@ def main() -> None:
         project = make_project(Path(tmp) / "project")
         if "pipeline" in args.only:
             results["pipeline"] = pipeline_benchmark(project)
-            targets |= {"pipeline_at_most_6_minutes": results["pipeline"]["from_scratch_seconds"] <= 360,
-                        "fresh_clone_repro_at_most_6_minutes": results["pipeline"]["fresh_clone"]["seconds"] <= 360,
-                        "pipeline_at_most_4_gb": results["pipeline"]["peak_memory_mb"] <= 4096,
-                        "noop_repro_under_3_s": results["pipeline"]["noop_repro_seconds"] < 3}  # fmt: skip
+            targets |= {
+                "pipeline_at_most_6_minutes": results["pipeline"]["from_scratch_seconds"] <= 360,
+                "fresh_clone_repro_at_most_6_minutes": results["pipeline"]["fresh_clone"]["seconds"] <= 360,
+                "pipeline_at_most_4_gb": results["pipeline"]["peak_memory_mb"] <= 4096,
+                "noop_repro_under_3_s": results["pipeline"]["noop_repro_seconds"] < 3,
+            }
         if "fastai" in args.only:
             results["fastai"] = fastai_benchmark(project, args.seeds)
-            targets |= {"pets_error_at_or_below_fastai": results["fastai"]["error_difference_points"] <= 0,
-                        "pets_training_time_at_most_1_1x_fastai": results["fastai"]["time_ratio"] <= 1.1}  # fmt: skip
+            targets |= {
+                "pets_error_at_or_below_fastai": results["fastai"]["error_difference_points"] <= 0,
+                "pets_training_time_at_most_1_1x_fastai": results["fastai"]["time_ratio"] <= 1.1,
+            }
         if "dry_run" in args.only:
             subprocess.run(["dvc", "repro", "-q"], cwd=project, check=True)  # the default run first, if not done
             results["dry_run"] = dry_run_benchmark(project)

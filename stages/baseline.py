@@ -14,8 +14,8 @@ import torch
 
 from stages.core import atomic, cpu, evaluation, stage
 from stages.mnist import pixel_similarity
-from stages.mnist.data import load_split
 from stages.mnist import schema as mnist_schema
+from stages.mnist.data import load_split
 
 PARAMS = ["compute.cpu_threads", "baseline.distances"]
 SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
@@ -45,12 +45,15 @@ def main(p: dict) -> None:
     report = {kind: evaluation.accuracy_report(actual, pred, classes) for kind, pred in predicted.items()}
     with atomic.output_dir(OUT) as out:
         atomic.write_json(out / "metrics.json", report)
-        evaluation.write_predictions(out, [str(i) for i in valid_ids], actual, predicted=predicted, classes=classes,
-                                     title="pixel similarity")  # fmt: skip
+        evaluation.write_predictions(
+            out, [str(i) for i in valid_ids], actual, predicted=predicted, classes=classes, title="pixel similarity"
+        )
         plot_means(means, classes, out / "mean_images.png")
     for kind, figures in report.items():
-        print(f"pixel similarity ({kind}): accuracy {figures['accuracy']:.4f} [95% CI {figures['accuracy_low']:.3f}, "
-              f"{figures['accuracy_high']:.3f}] on {figures['images']} validation digits")  # fmt: skip
+        print(
+            f"pixel similarity ({kind}): accuracy {figures['accuracy']:.4f} [95% CI {figures['accuracy_low']:.3f}, "
+            f"{figures['accuracy_high']:.3f}] on {figures['images']} validation digits"
+        )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from stages.core import atomic, stage
 from stages.core.schema import CORE
+from stages.learner import schema as learner_schema
 from stages.mnist import schema as mnist_schema
 from stages.pets import schema as pets_schema
-from stages.learner import schema as learner_schema
 
 SCHEMA = CORE | mnist_schema.SCHEMA | pets_schema.SCHEMA | learner_schema.SCHEMA  # every block of params.yaml
 PARAMS: list[str] = []  # the whole file, validated by stage.run before main

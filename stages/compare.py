@@ -76,12 +76,20 @@ def compare_model(a: pd.DataFrame, b: pd.DataFrame, column: str) -> dict:
     low, high = comparison.change_interval()
     p = comparison.mcnemar_p()
     return {
-        "status": "compared", "images": comparison.n, "only_in_a": len(a) - comparison.n, "only_in_b": len(b) - comparison.n,
-        "accuracy_a": round(comparison.accuracy_a, 6), "accuracy_b": round(comparison.accuracy_b, 6),
-        "change": round(comparison.change, 6), "change_low": round(low, 6), "change_high": round(high, 6),
-        "right_only_in_a": comparison.only_a, "right_only_in_b": comparison.only_b, "mcnemar_p": p,
+        "status": "compared",
+        "images": comparison.n,
+        "only_in_a": len(a) - comparison.n,
+        "only_in_b": len(b) - comparison.n,
+        "accuracy_a": round(comparison.accuracy_a, 6),
+        "accuracy_b": round(comparison.accuracy_b, 6),
+        "change": round(comparison.change, 6),
+        "change_low": round(low, 6),
+        "change_high": round(high, 6),
+        "right_only_in_a": comparison.only_a,
+        "right_only_in_b": comparison.only_b,
+        "mcnemar_p": p,
         "beyond_chance": bool(p < ALPHA),
-    }  # fmt: skip
+    }
 
 
 def verdict(result: dict) -> str:
@@ -89,8 +97,7 @@ def verdict(result: dict) -> str:
         return result["status"]
     change, p = 100 * result["change"], result["mcnemar_p"]
     interval = f"[{100 * result['change_low']:+.1f}, {100 * result['change_high']:+.1f}]"
-    outcome = (f"right only in A {result['right_only_in_a']}, only in B {result['right_only_in_b']}; "
-               f"McNemar p = {p:.3g}")  # fmt: skip
+    outcome = f"right only in A {result['right_only_in_a']}, only in B {result['right_only_in_b']}; McNemar p = {p:.3g}"
     if result["beyond_chance"]:
         words = f"beyond chance: B is {'better' if change > 0 else 'worse'}"
     elif result["right_only_in_a"] + result["right_only_in_b"] == 0:
@@ -98,8 +105,10 @@ def verdict(result: dict) -> str:
     else:
         words = "within chance: no evidence of a real change"
     note = f" (on the {result['images']} images both judged)" if result["only_in_a"] or result["only_in_b"] else ""
-    return (f"{100 * result['accuracy_a']:.1f}% -> {100 * result['accuracy_b']:.1f}%, change {change:+.1f} points, "
-            f"95% CI {interval}; {outcome}. {words}{note}")  # fmt: skip
+    return (
+        f"{100 * result['accuracy_a']:.1f}% -> {100 * result['accuracy_b']:.1f}%, change {change:+.1f} points, "
+        f"95% CI {interval}; {outcome}. {words}{note}"
+    )
 
 
 def main(rev_a: str, rev_b: str, as_json: bool) -> None:

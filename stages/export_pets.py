@@ -15,8 +15,8 @@ It loads with torch alone, without this repository:
 
 from pathlib import Path
 
-from stages.core.schema import CORE
 from stages.core import atomic, checkpoint, stage
+from stages.core.schema import CORE
 from stages.pets import inference
 
 PARAMS: list[str] = []

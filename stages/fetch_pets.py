@@ -10,8 +10,8 @@ Worker processes: PIPELINE_WORKERS (stages/core/settings.py); the stand-in is th
 from pathlib import Path
 
 from stages.core import atomic, download, settings, stage
-from stages.pets import standin
 from stages.pets import schema as pets_schema
+from stages.pets import standin
 
 PARAMS = ["source", "pets.download", "pets.standin"]
 SCHEMA = pets_schema.SCHEMA  # the blocks PARAMS are in

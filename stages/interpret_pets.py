@@ -16,9 +16,9 @@ import torch
 from stages.core import atomic, checkpoint, evaluation, stage
 from stages.core.devices import Compute
 from stages.learner import interpret
+from stages.learner import schema as learner_schema
 from stages.learner.learner import evaluate, loader
 from stages.pets import augment, data, model
-from stages.learner import schema as learner_schema
 
 PARAMS = ["compute", "interpret"]
 SCHEMA = learner_schema.SCHEMA  # the blocks PARAMS are in
@@ -34,20 +34,34 @@ def main(p: dict) -> None:
     net.load_state_dict(saved["state_dict"])
     valid = data.PresizedPets("valid")
     resize = lambda batch: augment.resize_batch(batch, saved["size"], saved["normalized"])  # noqa: E731
-    outputs, targets, _ = evaluate(compute.prepare(net), loader(valid, 64, compute, shuffle=False, seed=0),
-                                   loss_func=torch.nn.CrossEntropyLoss(), compute=compute, tfm=resize)  # fmt: skip
+    outputs, targets, _ = evaluate(
+        compute.prepare(net),
+        loader(valid, 64, compute, shuffle=False, seed=0),
+        loss_func=torch.nn.CrossEntropyLoss(),
+        compute=compute,
+        tfm=resize,
+    )
     predicted, actual = outputs.argmax(1).numpy(), targets.numpy()
 
     probabilities = outputs.softmax(1)
     with atomic.output_dir(OUT) as out:
         files = data.read_index()["files"]["valid"]
-        evaluation.write_predictions(out, files, actual, predicted={"predicted": predicted}, classes=classes,
-                                     title="Pets, validation", extra={"probability": probabilities.max(1).values.numpy()})  # fmt: skip
+        evaluation.write_predictions(
+            out,
+            files,
+            actual,
+            predicted={"predicted": predicted},
+            classes=classes,
+            title="Pets, validation",
+            extra={"probability": probabilities.max(1).values.numpy()},
+        )
         confused = interpret.most_confused(actual, predicted, classes, min_val=settings["min_val"])
         pd.DataFrame(confused, columns=["actual", "predicted", "count"]).to_csv(out / "most_confused.csv", index=False)
         losses, index = interpret.top_losses(outputs, targets, settings["top_losses"])
-        titles = [f"{classes[predicted[i]]} / {classes[actual[i]]} / {loss:.2f} / {probabilities[i, predicted[i]]:.2f}"
-                  for loss, i in zip(losses.tolist(), index.tolist())]  # fmt: skip
+        titles = [
+            f"{classes[predicted[i]]} / {classes[actual[i]]} / {loss:.2f} / {probabilities[i, predicted[i]]:.2f}"
+            for loss, i in zip(losses.tolist(), index.tolist())
+        ]
         images = np.stack([valid.image(i) for i in index.tolist()]) if len(index) else np.zeros((0, 1, 1, 3), np.uint8)
         interpret.plot_top_losses(out / "top_losses.png", images, titles)
     for row in confused[:5]:

@@ -16,10 +16,10 @@ import pandas as pd
 from stages.core import atomic, evaluation, stage
 from stages.core.devices import Compute
 from stages.learner import lr_find
+from stages.learner import schema as learner_schema
+from stages.pets import schema as pets_schema
 from stages.pets.data import read_index
 from stages.pets.learner import pets_learner, wants_pretrained
-from stages.pets import schema as pets_schema
-from stages.learner import schema as learner_schema
 
 PARAMS = ["source", "compute", "pets_model", "lr_find"]
 SCHEMA = pets_schema.SCHEMA | learner_schema.SCHEMA  # the blocks PARAMS are in
@@ -55,8 +55,11 @@ def main(p: dict) -> None:
     chosen = finder["suggestion"]
     with atomic.output_dir(OUT) as out:
         pd.DataFrame({"lr": lrs, "log10_lr": np.log10(lrs), "loss": losses}).to_csv(out / "curve.csv", index=False)
-        summary = {"iterations": len(lrs), "suggestions": suggestions,
-                   "chosen": {"name": chosen, "lr": suggestions[chosen]["lr"]}}  # fmt: skip
+        summary = {
+            "iterations": len(lrs),
+            "suggestions": suggestions,
+            "chosen": {"name": chosen, "lr": suggestions[chosen]["lr"]},
+        }
         atomic.write_json(out / "suggestions.json", summary)
         plot(out / "lr_find.png", lrs, losses, suggestions=suggestions)
     found = ", ".join(f"{name} {s['lr']:.2e}" for name, s in suggestions.items())

@@ -23,8 +23,9 @@ COUNTS = Path("metrics/data/mnist.json")
 
 
 def main(p: dict) -> None:
-    split_data = data.select_and_split(data.load_raw(RAW), list(p["mnist.digits"]), valid_pct=p["mnist.valid_pct"],
-                                       seed=p["mnist.seed"], source=RAW)  # fmt: skip
+    split_data = data.select_and_split(
+        data.load_raw(RAW), list(p["mnist.digits"]), valid_pct=p["mnist.valid_pct"], seed=p["mnist.seed"], source=RAW
+    )
     with atomic.output_dir(OUT) as tmp:
         for name, (images, labels, ids) in split_data.items():
             np.savez(tmp / f"{name}.npz", images=images, labels=labels, ids=ids)

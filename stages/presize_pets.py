@@ -30,16 +30,22 @@ def main(p: dict) -> None:
     labelled = layout.labelled_images(images_dir)
     files = [name for name, _ in labelled]
     classes = sorted({breed for _, breed in labelled})  # fastai's vocab: sorted, so cats come first
-    split_index = layout.split_files(files, p["pets.split"], valid_pct=p["pets.valid_pct"], seed=p["pets.seed"],
-                                     annotations=RAW / "annotations")  # fmt: skip
+    split_index = layout.split_files(
+        files, p["pets.split"], valid_pct=p["pets.valid_pct"], seed=p["pets.seed"], annotations=RAW / "annotations"
+    )
 
     summary: dict = {"classes": len(classes), "skipped": [], "splits": {}}
     index: dict = {"classes": classes, "files": {}}
     with atomic.output_dir(OUT) as tmp:
         for name, idx in split_index.items():
             paths = [images_dir / files[i] for i in idx]
-            failed = presize.presize_to_file(paths, p["pets.presize"], workers=settings.workers(),
-                                             out=tmp / f"{name}_images.npy", description=f"presize {name}")  # fmt: skip
+            failed = presize.presize_to_file(
+                paths,
+                p["pets.presize"],
+                workers=settings.workers(),
+                out=tmp / f"{name}_images.npy",
+                description=f"presize {name}",
+            )
             kept = [i for k, i in enumerate(idx) if k not in set(failed)] if failed else list(idx)
             labels = np.array([classes.index(labelled[i][1]) for i in kept], dtype=np.int64)
             np.save(tmp / f"{name}_labels.npy", labels)

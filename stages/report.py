@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.core.schema import CORE
 from stages.core import atomic, stage
+from stages.core.schema import CORE
 
 PARAMS = ["source"]
 SCHEMA = CORE  # source and compute only
@@ -65,15 +65,19 @@ def render(summary: dict, source: str) -> str:
     note = "" if comparable else " (the book's figures are on full MNIST 3 vs 7; this run is not, so compare loosely)"
     baseline = summary.get("mnist_pixel_l1_accuracy")
     lines = [
-        "# Results", "",
+        "# Results",
+        "",
         f"Data: `source: {source}`; MNIST digits {', '.join(digits)} ({counts['train']['total']} train / "
-        f"{counts['valid']['total']} validation).", "",
-        f"## MNIST{note}", "",
+        f"{counts['valid']['total']} validation).",
+        "",
+        f"## MNIST{note}",
+        "",
         "Each figure comes with its 95% interval (Wilson, from the counts): with a small validation set, a change",
-        "inside the interval may be chance. `python -m stages.compare` tests a change image by image.", "",
+        "inside the interval may be chance. `python -m stages.compare` tests a change image by image.",
+        "",
         "| model | accuracy [95% interval] | vs pixel similarity (L1), points | book | vs book, points |",
         "|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     rows = [("pixel similarity (L1)", "pixel_l1")] if baseline is not None else []
     if "mnist_pixel_l2_accuracy" in summary:
         rows.append(("pixel similarity (L2)", "pixel_l2"))
@@ -82,28 +86,50 @@ def render(summary: dict, source: str) -> str:
         value, book = summary[f"mnist_{key}_accuracy"], BOOK.get(key)
         vs_base = points(value, baseline) if baseline is not None else "—"
         vs_book = points(value, book) if book else "—"
-        lines.append(f"| {label} | {interval(summary, f'mnist_{key}_accuracy')} | {vs_base} | {book or '—'} | {vs_book} |")
+        lines.append(
+            f"| {label} | {interval(summary, f'mnist_{key}_accuracy')} | {vs_base} | {book or '—'} | {vs_book} |"
+        )
     lines += ["", "![mean images](baseline/mean_images.png)", ""]
     lines += [f"![{label} confusion](mnist/{model}/confusion.png)" for model, label in MNIST_MODELS.items()]
 
-    pets_note = "" if source == "full" else " (generated stand-in, not the real photos: the book's figure does not apply)"
+    pets_note = (
+        "" if source == "full" else " (generated stand-in, not the real photos: the book's figure does not apply)"
+    )
     suggestions = read_json(METRICS / "pets/lr_find/suggestions.json")
     lines += [
-        "", f"## Pets, 37 breeds{pets_note}", "",
+        "",
+        f"## Pets, 37 breeds{pets_note}",
+        "",
         "| error rate [95% interval] | accuracy | top-5 accuracy | validation loss | base lr | book error rate "
-        "(resnet34, fine_tune(2)) |", "|---|---|---|---|---|---|",
+        "(resnet34, fine_tune(2)) |",
+        "|---|---|---|---|---|---|",
         f"| {interval(summary, 'pets_error_rate')} | {interval(summary, 'pets_accuracy')} | "
         f"{interval(summary, 'pets_top5_accuracy')} | {summary['pets_valid_loss']:.4f} | {summary['pets_lr']:.2e} "
         f"| {BOOK['pets_error_rate']} |",
-        "", "lr_find suggestions: " + ", ".join(f"{n} {s['lr']:.2e}" for n, s in suggestions["suggestions"].items())
-        + f" (used: {suggestions['chosen']['name']})", "",
-        "![lr_find](pets/lr_find/lr_find.png)", "", "### Most confused (actual, predicted, count)", "",
-    ]  # fmt: skip
+        "",
+        "lr_find suggestions: "
+        + ", ".join(f"{n} {s['lr']:.2e}" for n, s in suggestions["suggestions"].items())
+        + f" (used: {suggestions['chosen']['name']})",
+        "",
+        "![lr_find](pets/lr_find/lr_find.png)",
+        "",
+        "### Most confused (actual, predicted, count)",
+        "",
+    ]
     confused = pd.read_csv(METRICS / "pets/interpret/most_confused.csv")
     lines += ["| actual | predicted | count |", "|---|---|---|"]
-    lines += [f"| {r.actual} | {r.predicted} | {r.count} |" for r in confused.head(10).itertuples()] or ["| — | — | — |"]
-    lines += ["", "![Pets confusion](pets/interpret/confusion.png)", "", "### Top losses", "",
-              "![top losses](pets/interpret/top_losses.png)", ""]  # fmt: skip
+    lines += [f"| {r.actual} | {r.predicted} | {r.count} |" for r in confused.head(10).itertuples()] or [
+        "| — | — | — |"
+    ]
+    lines += [
+        "",
+        "![Pets confusion](pets/interpret/confusion.png)",
+        "",
+        "### Top losses",
+        "",
+        "![top losses](pets/interpret/top_losses.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 

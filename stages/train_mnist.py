@@ -22,9 +22,9 @@ from stages.core.live import TrainingLog
 from stages.learner import distributed
 from stages.learner.learner import decode
 from stages.mnist import MODELS
+from stages.mnist import schema as mnist_schema
 from stages.mnist.data import Digits
 from stages.mnist.recipes import RECIPES
-from stages.mnist import schema as mnist_schema
 
 PARAMS = ["compute", "mnist_models.{model}"]
 SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
@@ -41,8 +41,10 @@ def main(p: dict, model: str) -> None:
         if world.size > 1 and model != "resnet18":
             raise stage.UserError(f"torchrun: only resnet18 trains on several processes, not {model}")
         several = {"world": world} if world.size > 1 else {}
-        with world.main_only(atomic.output_dir(METRICS / model)) as metrics_dir, \
-                world.main_only(atomic.output_dir(MODELS_OUT / model)) as model_dir:  # fmt: skip
+        with (
+            world.main_only(atomic.output_dir(METRICS / model)) as metrics_dir,
+            world.main_only(atomic.output_dir(MODELS_OUT / model)) as model_dir,
+        ):
             with world.main_only(TrainingLog(f"train_mnist@{model}")) as log:
                 start = time.perf_counter()
                 result = RECIPES[model](digits, cfg, world.compute, log, **several)
@@ -55,13 +57,22 @@ def main(p: dict, model: str) -> None:
             metrics = {**report, "loss": round(result.history[-1]["valid_loss"], 6), **result.extra, "step": log.epochs}
             atomic.write_json(metrics_dir / "metrics.json", metrics)
             items = [str(i) for i in digits.valid_ids]
-            evaluation.write_predictions(metrics_dir, items, actual, predicted={"predicted": predicted},
-                                         classes=digits.classes, title=f"MNIST {model}, validation")  # fmt: skip
+            evaluation.write_predictions(
+                metrics_dir,
+                items,
+                actual,
+                predicted={"predicted": predicted},
+                classes=digits.classes,
+                title=f"MNIST {model}, validation",
+            )
             saved = {"model": model, "classes": digits.classes, "state_dict": result.state_dict}
             info = {**world.compute.run_info(), "model": model, "epochs": len(result.history), "processes": world.size}
             checkpoint.save(model_dir, saved, info)
-    print(f"{model}: accuracy {report['accuracy']:.4f} [95% CI {report['accuracy_low']:.3f}, "
-          f"{report['accuracy_high']:.3f}] on {report['images']} validation digits, {seconds:.1f}s on {compute.device.type}")  # fmt: skip
+    print(
+        f"{model}: accuracy {report['accuracy']:.4f} [95% CI {report['accuracy_low']:.3f}, "
+        f"{report['accuracy_high']:.3f}] on {report['images']} validation digits, "
+        f"{seconds:.1f}s on {compute.device.type}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ from stages.core.devices import Compute
 from stages.core.evaluation import proportion
 from stages.core.live import TrainingLog
 from stages.learner import distributed
+from stages.learner import schema as learner_schema
 from stages.learner.interpret import show_batch
 from stages.pets import augment
+from stages.pets import schema as pets_schema
 from stages.pets.data import PresizedPets, read_index
 from stages.pets.learner import pets_learner, wants_normalized, wants_pretrained
-from stages.pets import schema as pets_schema
-from stages.learner import schema as learner_schema
 
 PARAMS = ["source", "compute", "pets_model", "fine_tune"]
 SCHEMA = pets_schema.SCHEMA | learner_schema.SCHEMA  # the blocks PARAMS are in
@@ -55,7 +55,9 @@ def plot_show_batch(path: Path, cfg: dict, *, classes: list[str], normalized: bo
     train = PresizedPets("train")
     images = [train[i] for i in range(min(SHOW_BATCH, len(train)))]
     batch = torch.stack([image for image, _ in images])
-    augmented = augment.BatchAugment(augment.AugTransforms(cfg["size"], cfg["min_scale"]), cfg["seed"], normalized)(batch)
+    augmented = augment.BatchAugment(augment.AugTransforms(cfg["size"], cfg["min_scale"]), cfg["seed"], normalized)(
+        batch
+    )
     shown = augment.denormalize(augmented) if normalized else augmented
     show_batch(path, shown, [classes[label] for _, label in images])
 
@@ -69,7 +71,10 @@ def main(p: dict) -> None:
     schedule["freeze_lr"] = None if schedule["freeze_lr"] == "base" else float(schedule["freeze_lr"])
 
     with distributed.process_group(compute) as world:
-        with world.main_only(atomic.output_dir(METRICS)) as metrics_dir, world.main_only(atomic.output_dir(MODEL)) as model_dir:
+        with (
+            world.main_only(atomic.output_dir(METRICS)) as metrics_dir,
+            world.main_only(atomic.output_dir(MODEL)) as model_dir,
+        ):
             with world.main_only(TrainingLog("train_pets", error_rate=True)) as log:
                 learn = pets_learner(cfg, pretrained, world.compute, classes=classes, on_epoch=log, world=world)
                 start = time.perf_counter()
@@ -82,19 +87,42 @@ def main(p: dict) -> None:
             correct = int((outputs.argmax(1) == targets).sum())
             in_top5 = int((outputs.topk(min(5, outputs.shape[1]), 1).indices == targets[:, None]).any(1).sum())
             n = len(targets)
-            metrics = {**proportion("error_rate", n - correct, n), **proportion("accuracy", correct, n),
-                       **proportion("top5_accuracy", in_top5, n), "correct": correct, "images": n,
-                       "valid_loss": round(valid_loss, 6), "lr": schedule["base_lr"], "step": log.epochs}  # fmt: skip
+            metrics = {
+                **proportion("error_rate", n - correct, n),
+                **proportion("accuracy", correct, n),
+                **proportion("top5_accuracy", in_top5, n),
+                "correct": correct,
+                "images": n,
+                "valid_loss": round(valid_loss, 6),
+                "lr": schedule["base_lr"],
+                "step": log.epochs,
+            }
             atomic.write_json(metrics_dir / "metrics.json", metrics)
-            plot_show_batch(metrics_dir / "show_batch.png", cfg, classes=classes, normalized=wants_normalized(pretrained))
+            plot_show_batch(
+                metrics_dir / "show_batch.png", cfg, classes=classes, normalized=wants_normalized(pretrained)
+            )
             weights = {k: v.cpu() for k, v in learn.model.state_dict().items()}
-            saved = {"arch": cfg["arch"], "classes": classes, "presize": learn.dls.valid.dataset.presize,
-                     "size": cfg["size"], "normalized": wants_normalized(pretrained), "state_dict": weights}  # fmt: skip
-            info = {**world.compute.run_info(), "arch": cfg["arch"], "pretrained": pretrained, "epochs": len(history),
-                    "processes": world.size}  # fmt: skip
+            saved = {
+                "arch": cfg["arch"],
+                "classes": classes,
+                "presize": learn.dls.valid.dataset.presize,
+                "size": cfg["size"],
+                "normalized": wants_normalized(pretrained),
+                "state_dict": weights,
+            }
+            info = {
+                **world.compute.run_info(),
+                "arch": cfg["arch"],
+                "pretrained": pretrained,
+                "epochs": len(history),
+                "processes": world.size,
+            }
             checkpoint.save(model_dir, saved, info)
-    print(f"train_pets: error_rate {metrics['error_rate']:.4f} [95% CI {metrics['error_rate_low']:.3f}, "
-          f"{metrics['error_rate_high']:.3f}], top-5 accuracy {metrics['top5_accuracy']:.4f}, {seconds:.0f}s on {compute.device.type}")  # fmt: skip
+    print(
+        f"train_pets: error_rate {metrics['error_rate']:.4f} [95% CI {metrics['error_rate_low']:.3f}, "
+        f"{metrics['error_rate_high']:.3f}], top-5 accuracy {metrics['top5_accuracy']:.4f}, "
+        f"{seconds:.0f}s on {compute.device.type}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from filelock import FileLock
+
 from tools.project import PROJECT_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +39,22 @@ TINY_PARAMS = {
     # would oversubscribe them, and OpenMP's spinning threads then wait on each other.
     "compute.cpu_threads": 1,
 }
-ALL_STAGES = {"check_params", "fetch_mnist", "fetch_pets", "prepare_mnist", "presize_pets", "baseline",
-              "train_mnist@linear", "train_mnist@simple_net", "train_mnist@resnet18", "lr_find_pets", "train_pets",
-              "interpret_pets", "export_pets", "report"}  # fmt: skip
+ALL_STAGES = {
+    "check_params",
+    "fetch_mnist",
+    "fetch_pets",
+    "prepare_mnist",
+    "presize_pets",
+    "baseline",
+    "train_mnist@linear",
+    "train_mnist@simple_net",
+    "train_mnist@resnet18",
+    "lr_find_pets",
+    "train_pets",
+    "interpret_pets",
+    "export_pets",
+    "report",
+}
 
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["PIPELINE_PROGRESS"] = "off"
@@ -59,8 +73,13 @@ def set_params(path: Path, updates: dict) -> None:
 
 
 def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 

@@ -22,8 +22,9 @@ def main(out: str) -> None:
         x, y = torch.randn(BATCH, 6, generator=generator), torch.randint(0, 3, (BATCH,), generator=generator)
         torch.manual_seed(0)  # the same starting weights in every process
         net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))  # no BatchNorm: no per-process statistics
-        train = distributed.sharded(loader(TensorDataset(x, y), BATCH, compute, shuffle=True, seed=0, drop_last=True),
-                                    world, seed=0)
+        train = distributed.sharded(
+            loader(TensorDataset(x, y), BATCH, compute, shuffle=True, seed=0, drop_last=True), world, seed=0
+        )
         valid = loader(TensorDataset(x, y), BATCH, compute, shuffle=False, seed=0)
         learn = Learner(net, DataLoaders(train, valid), nn.functional.cross_entropy, compute, world=world)
         learn.fit(1, 0.1)

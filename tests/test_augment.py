@@ -180,7 +180,10 @@ def fastai_two_step(x: torch.Tensor, p: augment.AugParams, size: int) -> torch.T
     n, presize = len(x), x.shape[-1]
     grid = F.affine_grid(fastai_affine(p)[:, :2], [n, 1, presize, presize], align_corners=True)
     transformed = fastai_sample(x, fastai_apply_perspective(grid, fastai_warp_coeffs(p)))
-    crops = [transformed[i : i + 1, :, t : t + c, l : l + c] for i, (c, t, l) in enumerate(zip(p.crop, p.top, p.left))]
+    crops = [
+        transformed[i : i + 1, :, top : top + c, left : left + c]
+        for i, (c, top, left) in enumerate(zip(p.crop, p.top, p.left))
+    ]
     identity = F.affine_grid(torch.eye(2, 3, dtype=torch.float64)[None], [1, 1, size, size], align_corners=True)
     return torch.cat([fastai_sample(c, identity) for c in crops]).float()
 

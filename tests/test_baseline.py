@@ -33,7 +33,9 @@ def test_mean_images_and_nearest_mean():
 
 def test_sample_baseline_agrees_with_an_independent_computation():
     images, labels = mnist_data.read_sample()
-    split = mnist_data.select_and_split({"images": images, "labels": labels}, [3, 7], valid_pct=0.2, seed=42, source="sample")
+    split = mnist_data.select_and_split(
+        {"images": images, "labels": labels}, [3, 7], valid_pct=0.2, seed=42, source="sample"
+    )
     (train_x, train_y, _), (valid_x, valid_y, _) = split["train"], split["valid"]
     to_t = lambda a: torch.from_numpy(a).float() / 255  # noqa: E731
     means = pixel_similarity.mean_images(to_t(train_x), torch.from_numpy(train_y), [3, 7])
@@ -53,8 +55,14 @@ def test_accuracy_report_agrees_with_sklearn():
     report = evaluation.accuracy_report(actual, predicted, ["a", "b", "c"])
     assert report["accuracy"] == pytest.approx(4 / 6, abs=1e-6)
     assert report["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(actual, predicted), abs=1e-6)
-    assert {k: v["accuracy"] for k, v in report["per_class"].items()} == {"a": pytest.approx(2 / 3, abs=1e-6), "b": 1.0, "c": 0.0}
+    assert {k: v["accuracy"] for k, v in report["per_class"].items()} == {
+        "a": pytest.approx(2 / 3, abs=1e-6),
+        "b": 1.0,
+        "c": 0.0,
+    }
     assert (report["correct"], report["images"]) == (4, 6)
     # every accuracy with its 95% Wilson interval, from the counts
-    assert (report["accuracy_low"], report["accuracy_high"]) == pytest.approx(proportion_confint(4, 6, method="wilson"), abs=1e-6)
+    assert (report["accuracy_low"], report["accuracy_high"]) == pytest.approx(
+        proportion_confint(4, 6, method="wilson"), abs=1e-6
+    )
     assert report["per_class"]["a"]["images"] == 3 and report["per_class"]["c"]["accuracy_high"] > 0

@@ -25,16 +25,42 @@ BOOK_MNIST = {
 }
 BOOK_PETS = {
     **FULL,
-    "pets.presize": 460, "pets.split": "random", "pets.valid_pct": 0.2, "pets.seed": 42,
-    "pets_model.arch": "resnet34", "pets_model.weights": "imagenet", "pets_model.size": 224,
-    "pets_model.min_scale": 0.75, "pets_model.batch_size": 64,
-}  # fmt: skip
+    "pets.presize": 460,
+    "pets.split": "random",
+    "pets.valid_pct": 0.2,
+    "pets.seed": 42,
+    "pets_model.arch": "resnet34",
+    "pets_model.weights": "imagenet",
+    "pets_model.size": 224,
+    "pets_model.min_scale": 0.75,
+    "pets_model.batch_size": 64,
+}
 # fine_tune(2) with fastai's default base_lr 2e-3: book error 0.1062 frozen, then 0.0954, 0.0805.
-FINE_TUNE_2 = {"fine_tune": {"epochs": 2, "freeze_epochs": 1, "base_lr": 2e-3, "lr_mult": 100, "pct_start": 0.3,
-                             "div": 5.0, "freeze_lr": "base", "freeze_pct_start": 0.99}}  # fmt: skip
+FINE_TUNE_2 = {
+    "fine_tune": {
+        "epochs": 2,
+        "freeze_epochs": 1,
+        "base_lr": 2e-3,
+        "lr_mult": 100,
+        "pct_start": 0.3,
+        "div": 5.0,
+        "freeze_lr": "base",
+        "freeze_pct_start": 0.99,
+    }
+}
 # fit_one_cycle(3, 3e-3) frozen, unfreeze, fit_one_cycle(12, slice(1e-6, 1e-4)): book error 0.0541.
-SCHEDULE_3_12 = {"fine_tune": {"epochs": 12, "freeze_epochs": 3, "base_lr": 2e-4, "lr_mult": 100, "pct_start": 0.25,
-                               "div": 25.0, "freeze_lr": 3e-3, "freeze_pct_start": 0.25}}  # fmt: skip
+SCHEDULE_3_12 = {
+    "fine_tune": {
+        "epochs": 12,
+        "freeze_epochs": 3,
+        "base_lr": 2e-4,
+        "lr_mult": 100,
+        "pct_start": 0.25,
+        "div": 25.0,
+        "freeze_lr": 3e-3,
+        "freeze_pct_start": 0.25,
+    }
+}
 
 
 def repro(tmp_path, params, *targets):
@@ -54,8 +80,11 @@ def test_mnist_3_vs_7_reproduces_the_book(tmp_path):
         assert accuracy == pytest.approx(book, abs=0.005), model
 
 
-@pytest.mark.parametrize(("schedule", "book_error", "tolerance"), [(FINE_TUNE_2, 0.0805, 0.02), (SCHEDULE_3_12, 0.0541, 0.015)],
-                         ids=["fine_tune-2", "3+12-discriminative"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("schedule", "book_error", "tolerance"),
+    [(FINE_TUNE_2, 0.0805, 0.02), (SCHEDULE_3_12, 0.0541, 0.015)],
+    ids=["fine_tune-2", "3+12-discriminative"],
+)
 def test_pets_resnet34_reproduces_the_book(tmp_path, schedule, book_error, tolerance):
     project = repro(tmp_path, {**BOOK_PETS, **schedule}, "interpret_pets")
     counts = json.loads((project / "metrics/data/pets.json").read_text())["splits"]

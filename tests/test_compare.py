@@ -10,8 +10,13 @@ from stages import compare
 
 def predictions(outcomes: str, offset: int = 0) -> pd.DataFrame:
     """One row per image: 'r' right, 'w' wrong (actual is always 'cat')."""
-    return pd.DataFrame({"item": [f"img_{i + offset}" for i in range(len(outcomes))], "actual": "cat",
-                         "predicted": ["cat" if o == "r" else "dog" for o in outcomes]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "item": [f"img_{i + offset}" for i in range(len(outcomes))],
+            "actual": "cat",
+            "predicted": ["cat" if o == "r" else "dog" for o in outcomes],
+        }
+    )
 
 
 def test_a_clear_improvement_is_beyond_chance_with_statsmodels_figures():

@@ -33,8 +33,14 @@ def torchrun(project, *module: str) -> subprocess.CompletedProcess:
     launcher = shutil.which("torchrun")
     assert launcher, "torchrun comes with torch"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", "-m", *module], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [launcher, "--standalone", "--nproc_per_node", "2", "-m", *module],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_two_processes_train_pets_learn_as_one_process_does_and_write_once(clone):
@@ -63,8 +69,9 @@ def test_two_processes_train_pets_learn_as_one_process_does_and_write_once(clone
 @pytest.mark.slow  # a minute on 2 cores; the Pets case above runs the same DistributedDataParallel path
 def test_two_processes_train_the_mnist_resnet_within_the_one_process_interval(clone):
     # 200 validation digits at about 90% accuracy: a much tighter interval than the tiny Pets set gives.
-    single = one_cpu_process(clone, "data/models/mnist/resnet18", "metrics/mnist/resnet18/metrics.json",
-                             "stages.train_mnist", "resnet18")  # fmt: skip
+    single = one_cpu_process(
+        clone, "data/models/mnist/resnet18", "metrics/mnist/resnet18/metrics.json", "stages.train_mnist", "resnet18"
+    )
     result = torchrun(clone, "stages.train_mnist", "resnet18")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     double = json.loads((clone / "metrics/mnist/resnet18/metrics.json").read_text())
@@ -74,8 +81,13 @@ def test_two_processes_train_the_mnist_resnet_within_the_one_process_interval(cl
 
 def test_a_stage_that_is_not_distributed_refuses_torchrun_in_one_line(built):
     # WORLD_SIZE is what torchrun sets in each process it starts, and what the refusal reads.
-    result = subprocess.run([sys.executable, "-m", "stages.interpret_pets"], cwd=built, capture_output=True, text=True,
-                            env={**os.environ, "WORLD_SIZE": "2"})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.interpret_pets"],
+        cwd=built,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WORLD_SIZE": "2"},
+    )
     assert result.returncode != 0
     assert "error: python -m stages.interpret_pets runs in one process; torchrun is for train_pets" in result.stderr
 

@@ -60,7 +60,9 @@ def test_download_verified_falls_back_to_the_next_mirror(http_server, tmp_path):
     served, url = http_server
     (served / "good").mkdir()
     (served / "good" / "f.bin").write_bytes(b"payload")
-    got = download.download_verified([url + "missing/", url + "good/"], "f.bin", md5=md5_of(served / "good" / "f.bin"), into=tmp_path)
+    got = download.download_verified(
+        [url + "missing/", url + "good/"], "f.bin", md5=md5_of(served / "good" / "f.bin"), into=tmp_path
+    )
     assert got.read_bytes() == b"payload"
 
 
@@ -105,7 +107,10 @@ def test_link_members_are_refused(tmp_path):
 
 
 def test_truncated_archive_is_a_clear_error(tmp_path):
-    archive = make_tar(tmp_path / "a.tar.gz", {f"images/{i}.jpg": bytes(np.random.default_rng(i).integers(0, 255, 5000, dtype=np.uint8)) for i in range(5)})
+    archive = make_tar(
+        tmp_path / "a.tar.gz",
+        {f"images/{i}.jpg": bytes(np.random.default_rng(i).integers(0, 255, 5000, dtype=np.uint8)) for i in range(5)},
+    )
     archive.write_bytes(archive.read_bytes()[:3000])
     with pytest.raises(download.DownloadError, match="corrupt or truncated"):
         download.extract_safely(archive, tmp_path / "out")
@@ -134,8 +139,10 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 def test_fetch_mnist_full_keeps_the_official_test_split(http_server, tmp_path):
     served, url = http_server
     rng = np.random.default_rng(0)
-    sets = {"train": (rng.integers(0, 256, (30, 28, 28)), np.arange(30) % 10),
-            "t10k": (rng.integers(0, 256, (10, 28, 28)), np.arange(10))}  # fmt: skip
+    sets = {
+        "train": (rng.integers(0, 256, (30, 28, 28)), np.arange(30) % 10),
+        "t10k": (rng.integers(0, 256, (10, 28, 28)), np.arange(10)),
+    }
     for prefix, (images, labels) in sets.items():
         write_idx(served / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(served / f"{prefix}-labels-idx1-ubyte.gz", labels)

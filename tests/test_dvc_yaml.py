@@ -1,14 +1,13 @@
 """dvc.yaml declares, for every stage, exactly the params keys and code files the stage reads."""
 
-import ast
 import importlib
 from pathlib import Path
 
 import pytest
 import yaml
-from tools import code_deps
 
 from stages.core.schema import CORE
+from tools import code_deps
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -63,8 +62,10 @@ def test_params_are_exactly_what_the_stage_reads(name):
 
 def out_settings(stage: dict) -> dict[str, dict]:
     entries = stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
-    return {next(iter(e)) if isinstance(e, dict) else e: (next(iter(e.values())) if isinstance(e, dict) else {}) or {}
-            for e in entries}  # fmt: skip
+    return {
+        next(iter(e)) if isinstance(e, dict) else e: (next(iter(e.values())) if isinstance(e, dict) else {}) or {}
+        for e in entries
+    }
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -100,8 +101,10 @@ def test_each_stage_knows_the_schema_of_every_block_it_reads(name):
 
 def module_graph() -> dict[str, set[str]]:
     """Every module under stages/ and the stages modules it imports itself."""
-    names = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-             for p in sorted((ROOT / "stages").rglob("*.py"))]
+    names = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in sorted((ROOT / "stages").rglob("*.py"))
+    ]
     return {name: code_deps.direct_imports(name) for name in names}
 
 
@@ -113,7 +116,9 @@ def test_the_house_has_no_upward_import_and_no_circle():
         if name.startswith("stages.core"):
             assert all(m.startswith("stages.core") for m in imports), (name, imports)
         if name.count(".") >= 2:  # inside a room: nothing from the top level (stage modules)
-            assert all(m.count(".") >= 1 and m.split(".")[1] in ("core", "mnist", "pets", "learner") for m in imports), (name, imports)
+            assert all(
+                m.count(".") >= 1 and m.split(".")[1] in ("core", "mnist", "pets", "learner") for m in imports
+            ), (name, imports)
     for start in graph:
         stack, seen = list(graph[start]), set()
         while stack:

@@ -34,8 +34,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (changed_stages, committed_files_changed, copy_project, dvc, git, run_stage, set_params,
-                      tracked_outputs, tree_snapshot)
+from conftest import (
+    changed_stages,
+    committed_files_changed,
+    copy_project,
+    dvc,
+    git,
+    run_stage,
+    set_params,
+    tracked_outputs,
+    tree_snapshot,
+)
 
 from stages import check_params, fetch_mnist
 from stages.core import stage
@@ -63,13 +72,33 @@ BAD_PARAMS = [
     ({"compute.device": "gpu"}, "compute.device: 'gpu' is not allowed"),
     ({"compute.cpu_threads": 0}, "compute.cpu_threads: 0 is not allowed"),
     ({"pets.standin.min_side": 81}, "pets.standin.min_side: 81 is not allowed; expected at most max_side (80)"),
-    ({"lr_find.start_lr": 10, "lr_find.end_lr": 10}, "lr_find.start_lr: 10 is not allowed; expected below lr_find.end_lr"),
+    (
+        {"lr_find.start_lr": 10, "lr_find.end_lr": 10},
+        "lr_find.start_lr: 10 is not allowed; expected below lr_find.end_lr",
+    ),
     # 2 x 37 stand-in images, 14 of them validation: 60 train, less than one batch of 64 (lr_find waited for ever)
-    ({"pets.standin.images_per_breed": 2, "pets_model.batch_size": 64},
-     "pets_model.batch_size: 64 is not allowed; expected at most the stand-in's 60 training images"),
+    (
+        {"pets.standin.images_per_breed": 2, "pets_model.batch_size": 64},
+        "pets_model.batch_size: 64 is not allowed; expected at most the stand-in's 60 training images",
+    ),
 ]
-BAD_IDS = ["valid_pct", "lr<=0", "fine_tune-lr", "arch", "one-digit", "digit-10", "presize<size", "source", "typo-key",
-           "type", "device", "threads", "min_side>max_side", "start_lr>=end_lr", "batch>train"]
+BAD_IDS = [
+    "valid_pct",
+    "lr<=0",
+    "fine_tune-lr",
+    "arch",
+    "one-digit",
+    "digit-10",
+    "presize<size",
+    "source",
+    "typo-key",
+    "type",
+    "device",
+    "threads",
+    "min_side>max_side",
+    "start_lr>=end_lr",
+    "batch>train",
+]
 
 
 @pytest.mark.parametrize(("change", "expected"), BAD_PARAMS, ids=BAD_IDS)
@@ -77,7 +106,9 @@ def test_bad_params_fail_before_any_work_with_one_line(tmp_path, monkeypatch, ca
     project = copy_project(tmp_path / "p", change)
     monkeypatch.chdir(project)
     with pytest.raises(SystemExit) as exit_info:
-        stage.run(check_params.main, check_params.__doc__, check_params.PARAMS, check_params.SCHEMA, argv=[], whole=True)
+        stage.run(
+            check_params.main, check_params.__doc__, check_params.PARAMS, check_params.SCHEMA, argv=[], whole=True
+        )
     line = one_error_line(capsys.readouterr().err, exit_info.value.code)
     assert expected in line, line
     assert not (project / "data").exists() and not (project / "metrics").exists()
@@ -97,9 +128,17 @@ def test_bad_params_stop_a_stage_process_the_same_way(tmp_path):
     assert "source: 'internet' is not allowed" in line and "pets.valid_pct" not in line
 
 
-@pytest.mark.parametrize("change", [{"pets.valid_pct": 1.5}, {"fine_tune.base_lr": -1}, {"interpret.min_vall": 1},
-                                    {"mnist_models.resnet18.pct_start": 2}, {"compute.device": "tpu"}],
-                         ids=["pets-valid-pct", "base-lr", "typo", "pct-start", "device"])  # fmt: skip
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"pets.valid_pct": 1.5},
+        {"fine_tune.base_lr": -1},
+        {"interpret.min_vall": 1},
+        {"mnist_models.resnet18.pct_start": 2},
+        {"compute.device": "tpu"},
+    ],
+    ids=["pets-valid-pct", "base-lr", "typo", "pct-start", "device"],
+)
 def test_a_rejected_params_edit_through_dvc_deletes_nothing(clone, change):
     outputs = tracked_outputs(clone)
     set_params(clone / "params.yaml", change)
@@ -136,13 +175,20 @@ def _temporaries(project: Path) -> list[Path]:
 def test_a_killed_stage_keeps_the_committed_results_and_the_next_repro_completes(clone, sig, target, moment):
     markers = {
         # half the stand-in written into the temporary folder, nothing renamed into place yet
-        "standin-half-written": lambda: any(len(list(t.glob("images/*"))) > 60 for t in (clone / "data/raw").glob(".pets.tmp-*")),
+        "standin-half-written": lambda: any(
+            len(list(t.glob("images/*"))) > 60 for t in (clone / "data/raw").glob(".pets.tmp-*")
+        ),
         # dvclive has logged an epoch of the rerun into its live folder
         "first-epoch-logged": lambda: (clone / "dvclive/train_pets/plots/metrics/error_rate.tsv").is_file(),
-    }  # fmt: skip
+    }
     outputs = tracked_outputs(clone)
-    process = subprocess.Popen(["dvc", "repro", "--force", "--single-item", target], cwd=clone, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        ["dvc", "repro", "--force", "--single-item", target],
+        cwd=clone,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(markers[moment], process)
     finally:
@@ -173,8 +219,13 @@ def test_presizing_that_cannot_decode_too_many_images_fails_in_one_line_and_keep
 def test_ctrl_c_in_a_training_stage_is_one_line_exit_130_and_keeps_the_committed_results(clone):
     outputs = tracked_outputs(clone)
     log = clone / "dvclive/train_pets/plots/metrics/error_rate.tsv"
-    process = subprocess.Popen([sys.executable, "-m", "stages.train_pets"], cwd=clone, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train_pets"],
+        cwd=clone,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(log.is_file, process)  # inside training, an epoch logged
     finally:
@@ -218,8 +269,10 @@ def test_download_interrupted_mid_file_is_one_line_and_leaves_data(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        project = copy_project(tmp_path / "p", {"source": "full", "pets.download.mirrors": [url],
-                                                 "pets.download.files": {"images.tar.gz": "0" * 32}})  # fmt: skip
+        project = copy_project(
+            tmp_path / "p",
+            {"source": "full", "pets.download.mirrors": [url], "pets.download.files": {"images.tar.gz": "0" * 32}},
+        )
         result = run_stage(project, "stages.fetch_pets")
     finally:
         server.shutdown()
@@ -263,8 +316,10 @@ class Payload:
 
 
 def test_a_checkpoint_with_pickled_code_is_refused(clone):
-    torch.save({"arch": "resnet18", "classes": ["a", "b"], "size": 16, "state_dict": Payload()},
-               clone / "data/models/pets/model.pt")  # fmt: skip
+    torch.save(
+        {"arch": "resnet18", "classes": ["a", "b"], "size": 16, "state_dict": Payload()},
+        clone / "data/models/pets/model.pt",
+    )
     result = run_stage(clone, "stages.interpret_pets")
     assert "data/models/pets/model.pt: cannot load" in one_error_line(result.stderr, result.returncode)
     assert not (clone / "PWNED").exists()

@@ -23,8 +23,16 @@ from stages.pets.learner import pets_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = Compute(torch.device("cpu"), mixed=False)
-EASY_RECIPE = {"arch": "resnet18", "weights": "none", "size": 16, "min_scale": 0.75, "batch_size": 16,
-               "batches_per_epoch": "all", "label_smoothing": 0.0, "seed": 0}
+EASY_RECIPE = {
+    "arch": "resnet18",
+    "weights": "none",
+    "size": 16,
+    "min_scale": 0.75,
+    "batch_size": 16,
+    "batches_per_epoch": "all",
+    "label_smoothing": 0.0,
+    "seed": 0,
+}
 
 
 def test_the_pets_recipe_learns_an_easy_set_far_below_chance(tmp_path, monkeypatch):
@@ -47,12 +55,18 @@ def test_torchrun_averages_gradients_one_step_on_two_processes_equals_one_on_the
     step on its own half's gradient."""
     script = str(ROOT / "tests/ddp_one_step.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    single = subprocess.run([sys.executable, script, str(tmp_path / "one.pt")], env=env, capture_output=True,
-                            text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, script, str(tmp_path / "one.pt")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert single.returncode == 0, single.stderr
     launcher = shutil.which("torchrun")
-    double = subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", script, str(tmp_path / "two.pt")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    double = subprocess.run(
+        [launcher, "--standalone", "--nproc_per_node", "2", script, str(tmp_path / "two.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     torch.manual_seed(0)
@@ -73,13 +87,20 @@ def test_a_training_split_smaller_than_one_batch_is_one_error_not_a_hang(wrapped
     if wrapped:
         train = Limited(train, 3)
     with pytest.raises(UserError, match=r"the training data makes no batch: 5 images, fewer than one batch of 8"):
-        Learner(nn.Linear(2, 1), DataLoaders(train, loader(data, 8, CPU, shuffle=False, seed=0)),
-                nn.functional.mse_loss, CPU)
+        Learner(
+            nn.Linear(2, 1),
+            DataLoaders(train, loader(data, 8, CPU, shuffle=False, seed=0)),
+            nn.functional.mse_loss,
+            CPU,
+        )
 
 
 def test_an_empty_validation_split_is_one_error():
     data = TensorDataset(torch.randn(16, 2), torch.randn(16, 1))
     empty = TensorDataset(torch.randn(0, 2), torch.randn(0, 1))
-    train, valid = loader(data, 8, CPU, shuffle=True, seed=0, drop_last=True), loader(empty, 8, CPU, shuffle=False, seed=0)
+    train, valid = (
+        loader(data, 8, CPU, shuffle=True, seed=0, drop_last=True),
+        loader(empty, 8, CPU, shuffle=False, seed=0),
+    )
     with pytest.raises(UserError, match=r"the validation data makes no batch: 0 images"):
         Learner(nn.Linear(2, 1), DataLoaders(train, valid), nn.functional.mse_loss, CPU)

@@ -48,8 +48,11 @@ def test_sample_split_is_stratified_and_seeded(sample):
 
 def test_official_split_is_kept_when_the_source_has_one():
     labels = np.array([3, 7, 1, 3, 7, 7])
-    raw = {"images": np.arange(6 * 784, dtype=np.uint8).reshape(6, 28, 28) % 255, "labels": labels,
-           "in_test_set": np.array([0, 0, 0, 1, 1, 0], bool)}  # fmt: skip
+    raw = {
+        "images": np.arange(6 * 784, dtype=np.uint8).reshape(6, 28, 28) % 255,
+        "labels": labels,
+        "in_test_set": np.array([0, 0, 0, 1, 1, 0], bool),
+    }
     split = mnist_data.select_and_split(raw, [3, 7], valid_pct=0.5, seed=0, source="raw")
     assert split["train"][1].tolist() == [3, 7, 7] and split["valid"][1].tolist() == [3, 7]
     ids = sorted(split["train"][2].tolist() + split["valid"][2].tolist())

@@ -138,8 +138,10 @@ def _toy_digits(n_classes: int, n: int = 120) -> Digits:
 @pytest.mark.parametrize("n_classes", [2, 3])
 @pytest.mark.parametrize("name", ["linear", "simple_net"])
 def test_recipes_learn_and_are_identical_twice_on_cpu(name, n_classes):
-    cfg = {"linear": {"init_std": 0.1, "batch_size": 16, "lr": 1.0, "epochs": 5, "seed": 3},
-           "simple_net": {"hidden": 8, "batch_size": 16, "lr": 0.5, "epochs": 8, "seed": 3}}[name]  # fmt: skip
+    cfg = {
+        "linear": {"init_std": 0.1, "batch_size": 16, "lr": 1.0, "epochs": 5, "seed": 3},
+        "simple_net": {"hidden": 8, "batch_size": 16, "lr": 0.5, "epochs": 8, "seed": 3},
+    }[name]
     digits = _toy_digits(n_classes)
     runs = [mnist_recipes.RECIPES[name](digits, cfg, CPU, lambda record: None) for _ in range(2)]
     assert runs[0].history[-1]["accuracy"] >= 0.9
@@ -164,8 +166,9 @@ def test_resnet18_recipe_runs_with_one_cycle():
 
 
 def test_saved_weights_load_with_weights_only(tmp_path):
-    result = mnist_recipes.train_linear(_toy_digits(2), {"init_std": 0.1, "batch_size": 16, "lr": 1.0, "epochs": 1, "seed": 0},
-                                        CPU, lambda r: None)  # fmt: skip
+    result = mnist_recipes.train_linear(
+        _toy_digits(2), {"init_std": 0.1, "batch_size": 16, "lr": 1.0, "epochs": 1, "seed": 0}, CPU, lambda r: None
+    )
     torch.save(result.state_dict, tmp_path / "model.pt")
     loaded = torch.load(tmp_path / "model.pt", weights_only=True)
     torch.testing.assert_close(loaded["weights"], result.state_dict["weights"])

@@ -41,7 +41,9 @@ def test_a_stage_checks_the_blocks_it_reads_and_check_params_the_whole_file(tmp_
     pipeline's first stage, check_params, checks every block and refuses an unknown one."""
     path = write(tmp_path, lambda t: (t["pets"].update(valid_pct=1.5), t.update(extra=1)))
     assert params.load(["mnist.seed"], path, schema=SCHEMA) == {"mnist.seed": 42}
-    with pytest.raises(UserError, match=r"params.yaml: extra: unknown key at the top level.*pets.valid_pct: 1.5 is not allowed"):
+    with pytest.raises(
+        UserError, match=r"params.yaml: extra: unknown key at the top level.*pets.valid_pct: 1.5 is not allowed"
+    ):
         params.load([], path, schema=SCHEMA, whole=True)
     with pytest.raises(UserError, match=r"params.yaml: pets.valid_pct: 1.5 is not allowed"):
         params.load(["pets.seed"], path, schema=SCHEMA)

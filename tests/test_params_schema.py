@@ -26,9 +26,16 @@ def test_every_problem_is_reported_with_the_first_on_the_line():
     assert "\n" not in message
 
 
-@pytest.mark.parametrize(("key", "value"), [("mnist.valid_pct", True), ("pets.standin.images_per_breed", 1.5),
-                                             ("interpret.min_val", 0), ("pets.download.files", {"a": "xyz"}),
-                                             ("mnist.download.mirrors", ["ftp://x/"])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("mnist.valid_pct", True),
+        ("pets.standin.images_per_breed", 1.5),
+        ("interpret.min_val", 0),
+        ("pets.download.files", {"a": "xyz"}),
+        ("mnist.download.mirrors", ["ftp://x/"]),
+    ],
+)
 def test_wrong_types_and_values(key, value):
     tree = copy.deepcopy(DEFAULTS)
     node = tree

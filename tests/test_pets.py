@@ -8,13 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from stages.core.stage import UserError
-
 from stages.core import splits
+from stages.core.stage import UserError
 from stages.pets import layout as pets_layout
 from stages.pets import presize
-from stages.pets.data import PresizedPets
 from stages.pets import standin as pets_standin
+from stages.pets.data import PresizedPets
 
 PER_BREED = 4
 
@@ -83,7 +82,9 @@ def test_presize_streams_every_decodable_image_into_one_npy_the_same_for_any_wor
     failed = presize.presize_to_file(paths, 32, workers=1, out=tmp_path / "one.npy")
     array = np.load(tmp_path / "one.npy")
     assert array.shape == (len(paths) - 1, 32, 32, 3) and array.dtype == np.uint8
-    assert [paths[i].name for i in failed] == [n for n in (p.name for p in paths) if presize.presize_image(standin / "images" / n, 8) is None]
+    assert [paths[i].name for i in failed] == [
+        n for n in (p.name for p in paths) if presize.presize_image(standin / "images" / n, 8) is None
+    ]
     assert failed == presize.presize_to_file(paths, 32, workers=2, out=tmp_path / "two.npy")
     assert (tmp_path / "one.npy").read_bytes() == (tmp_path / "two.npy").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npy", "two.npy"]  # no raw file left behind
@@ -119,8 +120,10 @@ def test_presize_raises_a_system_error_instead_of_counting_it_as_a_bad_image(tmp
         presize.presize_image(tmp_path / "folder.jpg", 24)
 
 
-@pytest.mark.parametrize(("skipped", "total", "refused"), [(0, 10, False), (1, 20, False), (2, 20, True),
-                                                         (1, 1, True), (5, 100, False), (6, 100, True)])
+@pytest.mark.parametrize(
+    ("skipped", "total", "refused"),
+    [(0, 10, False), (1, 20, False), (2, 20, True), (1, 1, True), (5, 100, False), (6, 100, True)],
+)
 def test_presizing_refuses_nothing_kept_or_more_than_five_percent_skipped(skipped, total, refused):
     with pytest.raises(UserError, match=r"^images: no labelled images"):
         presize.check_skipped([], 0, Path("images"))
@@ -128,7 +131,9 @@ def test_presizing_refuses_nothing_kept_or_more_than_five_percent_skipped(skippe
     if not refused:
         presize.check_skipped(names, total, Path("images"))
         return
-    with pytest.raises(UserError, match=rf"^images: {skipped} of {total} images cannot be decoded \(at most 5% may be\): bad_0.jpg"):
+    with pytest.raises(
+        UserError, match=rf"^images: {skipped} of {total} images cannot be decoded \(at most 5% may be\): bad_0.jpg"
+    ):
         presize.check_skipped(names, total, Path("images"))
 
 

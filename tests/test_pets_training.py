@@ -89,7 +89,9 @@ def resnet():
 
 def test_freeze_keeps_batchnorm_trainable_in_frozen_groups(resnet):
     groups = pets_model.layer_groups(resnet)
-    images = loader(TensorDataset(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), 2, CPU, shuffle=False, seed=0)
+    images = loader(
+        TensorDataset(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), 2, CPU, shuffle=False, seed=0
+    )
     learn = Learner(resnet, DataLoaders(images, images), nn.CrossEntropyLoss(), CPU, splitter=pets_model.layer_groups)
     learn.freeze()
     for group in groups[:-1]:
@@ -206,8 +208,14 @@ def test_the_shuffle_is_the_same_for_any_number_of_loader_workers_and_for_epochs
     assert orders[0] == orders[1] == orders[2]
     assert orders[0][0] != orders[0][1]  # each epoch its own shuffle
     # ... and it is the order every committed result was trained with (persistent workers, shared generator).
-    committed = DataLoader(dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(42),
-                           num_workers=1, persistent_workers=True)  # fmt: skip
+    committed = DataLoader(
+        dataset,
+        batch_size=8,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(42),
+        num_workers=1,
+        persistent_workers=True,
+    )
     assert orders[0] == _epochs_of_order(committed)
     # Two batches an epoch (batches_per_epoch): each epoch starts as it would have in full.
     for n in (0, 1, 2):

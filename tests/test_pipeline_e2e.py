@@ -49,7 +49,12 @@ def test_metrics_and_plots_are_declared_for_dvc(built):
     files = next(iter(shown.values()))["data"]
     assert "metrics/summary.json" in files and "metrics/baseline/metrics.json" in files
     plots = json.loads(dvc(built, "plots", "show", "--json").stdout)["data"]
-    assert {"baseline_confusion_l1", "pets_confusion", "mnist_confusion_resnet18", "metrics/baseline/mean_images.png"} <= set(plots)
+    assert {
+        "baseline_confusion_l1",
+        "pets_confusion",
+        "mnist_confusion_resnet18",
+        "metrics/baseline/mean_images.png",
+    } <= set(plots)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +86,24 @@ def status_project(tmp_path_factory, built):
         ({"compute.cpu_threads": 2}, {"baseline"} | MODELS | PETS_TRAINING),  # the tiny project's is 1
         ({"source": "full"}, {"fetch_mnist", "fetch_pets", "lr_find_pets", "train_pets", "report"}),
     ],
-    ids=["baseline-key", "pets-presize", "pets-valid-pct", "pets-epochs", "pets-size", "lr-find", "interpret-min-val",
-         "mnist-seed", "mnist-digits", "standin-seed", "linear-lr", "resnet18-epochs", "device", "cpu-threads", "source"],
-)  # fmt: skip
+    ids=[
+        "baseline-key",
+        "pets-presize",
+        "pets-valid-pct",
+        "pets-epochs",
+        "pets-size",
+        "lr-find",
+        "interpret-min-val",
+        "mnist-seed",
+        "mnist-digits",
+        "standin-seed",
+        "linear-lr",
+        "resnet18-epochs",
+        "device",
+        "cpu-threads",
+        "source",
+    ],
+)
 def test_a_param_change_flags_exactly_the_stages_that_read_it(status_project, change, flagged):
     """The heart of the product: DVC reruns a stage when, and only when, a key it reads changed (and then what
     its new outputs feed, which is DVC's business: the real reruns below check it)."""
@@ -176,7 +196,9 @@ def test_pets_metrics_carry_intervals_and_the_summary_flat_keys(built):
     # one step per epoch of the whole fine_tune, the frozen one first: no step twice in the curves
     assert pets["step"] == 1 + 1  # freeze_epochs 1 + epochs 1 (tiny params)
     curve = pd.read_csv(built / "metrics/pets/train/plots/metrics/error_rate.tsv", sep="\t")
-    assert curve["step"].tolist() == [1, 2] and curve["error_rate"].iloc[-1] == pytest.approx(pets["error_rate"], abs=1e-6)
+    assert curve["step"].tolist() == [1, 2] and curve["error_rate"].iloc[-1] == pytest.approx(
+        pets["error_rate"], abs=1e-6
+    )
     assert pets["error_rate"] == pytest.approx(1 - pets["accuracy"], abs=1e-6)
     assert pets["error_rate_low"] <= pets["error_rate"] <= pets["error_rate_high"]
     summary = json.loads((built / "metrics/summary.json").read_text())

@@ -15,7 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,12 +55,22 @@ def test_predict_for_an_mnist_model_matches_its_recorded_predictions(built, tmp_
     assert recorded.index.is_unique
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda d: d / "missing.jpg", "no such file"),
-    (lambda d: (d / "notes.jpg").write_text("not an image") and d / "notes.jpg", "not an image that can be decoded"),
-    (lambda d: (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)) and d / "broken.jpg", "not an image"),
-    (lambda d: hostile_images.decompression_bomb(d / "bomb.png"), "not an image that can be decoded (Image size"),
-], ids=["missing", "text", "truncated-jpeg", "decompression-bomb"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.jpg", "no such file"),
+        (
+            lambda d: (d / "notes.jpg").write_text("not an image") and d / "notes.jpg",
+            "not an image that can be decoded",
+        ),
+        (
+            lambda d: (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)) and d / "broken.jpg",
+            "not an image",
+        ),
+        (lambda d: hostile_images.decompression_bomb(d / "bomb.png"), "not an image that can be decoded (Image size"),
+    ],
+    ids=["missing", "text", "truncated-jpeg", "decompression-bomb"],
+)
 @pytest.mark.parametrize("model", ["pets", "mnist/linear"])
 def test_predict_refuses_a_bad_file_in_one_line(tmp_path, make, message, model):
     # Every file is read before any model: no built project is needed to refuse one.
@@ -102,8 +111,12 @@ def test_the_exported_program_loads_without_this_repository_and_predicts_as_the_
     np.save(tmp_path / "images.npy", images)
     (tmp_path / "load.py").write_text(LOAD_WITHOUT_THE_REPOSITORY)
     # -I: isolated mode, no current directory or PYTHONPATH on sys.path, so nothing of this repository can load
-    result = subprocess.run([sys.executable, "-I", "load.py", str(built / "data/export/pets/model.pt2"), "images.npy"],
-                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-I", "load.py", str(built / "data/export/pets/model.pt2"), "images.npy"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     exported = json.loads(result.stdout)
     # The checkpoint's own predictions in float32 on the CPU, as the exported program computes them.

@@ -60,15 +60,19 @@ def test_with_env_refuses_an_unsupported_python_in_one_line_naming_what_it_accep
     assert "found python3 (3.10)" in result.stderr and not (project / ".venv").exists()
 
 
-@pytest.mark.parametrize(("installed", "picked"), [(("3.12", "3.13"), "3.12"), (("3.13",), "3.13"),
-                                                   (("3.11", "3.13"), "3.11")])
+@pytest.mark.parametrize(
+    ("installed", "picked"), [(("3.12", "3.13"), "3.12"), (("3.13",), "3.13"), (("3.11", "3.13"), "3.11")]
+)
 def test_with_env_builds_with_the_first_supported_python_it_finds(tmp_path, installed, picked):
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
     for version in SUPPORTED:
         # a stub answers the version check, then stops the build at its first step (making the venv) by name
-        script = (f'[ "$1" = "-c" ] && echo {version} && exit 0; echo "venv by python{version}" >&2; exit 3'
-                  if version in installed else "exit 127")
+        script = (
+            f'[ "$1" = "-c" ] && echo {version} && exit 0; echo "venv by python{version}" >&2; exit 3'
+            if version in installed
+            else "exit 127"
+        )
         stub(bin_folder, f"python{version}", script)
     stub(bin_folder, "python3", "exit 127")
     result = run_with_env(with_env_alone(tmp_path), bin_folder)
@@ -77,10 +81,13 @@ def test_with_env_builds_with_the_first_supported_python_it_finds(tmp_path, inst
 
 def real_python(version: str) -> str | None:
     """An interpreter of ``version`` on this machine: on the PATH, or one pyenv installed."""
-    candidates = [shutil.which(f"python{version}")] + sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))
+    candidates = [shutil.which(f"python{version}")] + sorted(
+        glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}"))
+    )
     for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
     return None
@@ -103,8 +110,9 @@ def test_a_fresh_clone_reproduces_the_committed_results_with_only_this_python(tm
     env |= {"PATH": f"{bin_folder}:{env['PATH']}", "PIPELINE_PROGRESS": "off", "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run(["./with-env", "dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    built_with = subprocess.run([str(clone / ".venv/bin/python"), "-c", "import sys; print(sys.version)"],
-                                capture_output=True, text=True).stdout
+    built_with = subprocess.run(
+        [str(clone / ".venv/bin/python"), "-c", "import sys; print(sys.version)"], capture_output=True, text=True
+    ).stdout
     assert built_with.startswith(version), built_with
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
     assert status == "", status  # every committed metric and dvc.lock's every hash, as committed from 3.11

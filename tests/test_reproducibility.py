@@ -27,9 +27,17 @@ RERUN = {
 }
 # Thread variables that ask for two threads where the params say one (the tiny project's compute.cpu_threads), every
 # instruction-set cap lowered, one worker process instead of two: thread counts, caps and worker counts at once.
-HOSTILE = {"PIPELINE_WORKERS": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default",
-           "ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "AUTO",
-           "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR", "THP_MEM_ALLOC_ENABLE": "0"}  # fmt: skip
+HOSTILE = {
+    "PIPELINE_WORKERS": "1",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+    "ATEN_CPU_CAPABILITY": "default",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "DNNL_MAX_CPU_ISA": "SSE41",
+    "MKL_CBWR": "AUTO",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+    "THP_MEM_ALLOC_ENABLE": "0",
+}
 
 
 @pytest.mark.parametrize("stages", list(RERUN.values()), ids=list(RERUN))
@@ -88,8 +96,11 @@ def what_the_pipeline_computes_with_a_square_root() -> dict[str, torch.Tensor]:
         opt.step()
     params = augment.AugTransforms(64).draw(512, 96, torch.Generator().manual_seed(0))
     images, means = torch.rand(50, 28, 28), torch.rand(2, 28, 28)
-    return {"weights": torch.cat([p.detach().flatten() for p in model.parameters()]), "crop": params.crop,
-            "l2": pixel_similarity.distance(images, means, "l2")}  # fmt: skip
+    return {
+        "weights": torch.cat([p.detach().flatten() for p in model.parameters()]),
+        "crop": params.crop,
+        "l2": pixel_similarity.distance(images, means, "l2"),
+    }
 
 
 def test_no_stage_computes_with_torchs_cpu_square_root(monkeypatch):

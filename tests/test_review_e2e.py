@@ -40,15 +40,18 @@ def exp_metrics(project) -> dict[str, dict]:
 
 
 def compare(project, *revisions: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "stages.compare", *revisions, "--json"], cwd=project,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.compare", *revisions, "--json"], cwd=project, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["models"]
 
 
 def test_metrics_diff_and_compare_show_what_a_change_did(main_branch):
     before = json.loads((main_branch / "metrics/summary.json").read_text())
-    (main_branch / "params.yaml").write_text((main_branch / "params.yaml").read_text().replace("lr: 1.0", "lr: 0.01", 1))
+    (main_branch / "params.yaml").write_text(
+        (main_branch / "params.yaml").read_text().replace("lr: 1.0", "lr: 0.01", 1)
+    )
     try:
         dvc(main_branch, "repro")
         diff = json.loads(dvc(main_branch, "metrics", "diff", "--json").stdout)
@@ -61,7 +64,9 @@ def test_metrics_diff_and_compare_show_what_a_change_did(main_branch):
         dvc(main_branch, "plots", "diff", "-o", "plots_diff")
         page = (main_branch / "plots_diff/index.html").read_text()
         assert "cdn.jsdelivr" not in page and "vega-embed" in page  # renders offline
-        words = subprocess.run([sys.executable, "-m", "stages.compare"], cwd=main_branch, capture_output=True, text=True)
+        words = subprocess.run(
+            [sys.executable, "-m", "stages.compare"], cwd=main_branch, capture_output=True, text=True
+        )
         assert words.returncode == 0 and "A = HEAD, B = workspace" in words.stdout
         linear_line = next(line for line in words.stdout.splitlines() if line.startswith("mnist linear"))
         assert "McNemar p =" in linear_line and "95% CI" in linear_line and "chance" in linear_line

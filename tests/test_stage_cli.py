@@ -28,7 +28,9 @@ def declared_outputs(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_help_names_what_the_stage_reads_writes_and_its_params_and_writes_nothing(module, tmp_path, monkeypatch, capsys):
+def test_help_names_what_the_stage_reads_writes_and_its_params_and_writes_nothing(
+    module, tmp_path, monkeypatch, capsys
+):
     project = copy_project(tmp_path / "p")
     before = tree_snapshot(project)
     monkeypatch.chdir(project)
@@ -47,9 +49,13 @@ def test_help_names_what_the_stage_reads_writes_and_its_params_and_writes_nothin
 
 
 def test_help_from_the_command_line_and_a_bad_argument(tmp_path):
-    shown = subprocess.run([sys.executable, "-m", "stages.fetch_pets", "--help"], cwd=ROOT, capture_output=True, text=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "stages.fetch_pets", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert shown.returncode == 0 and "data/raw/pets/images/" in shown.stdout and shown.stderr == ""
-    bad = subprocess.run([sys.executable, "-m", "stages.fetch_pets", "--fast"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "stages.fetch_pets", "--fast"], cwd=ROOT, capture_output=True, text=True
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip() == "error: python -m stages.fetch_pets: unrecognized arguments: --fast (see --help)"
 
@@ -63,7 +69,7 @@ def test_user_commands_answer_help_too(capsys):
         assert exit_info.value.code == 0 and "Reads" in capsys.readouterr().out
 
 
-EXITING_STAGE = '''"""A stage that leaves an exit handler, an object to tear down and, if asked, a thread still working."""
+EXITING_STAGE = '''"""A stage that leaves an exit handler, an object to tear down and, if asked, a thread working."""
 import atexit, sys, threading, time
 from pathlib import Path
 from stages.core import stage

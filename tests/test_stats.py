@@ -19,8 +19,10 @@ def test_published_proportions_carry_value_interval_and_counts():
     assert figure == {"value": 0.97, "low": 0.936106, "high": 0.98618, "successes": 194, "n": 200}
 
 
-@pytest.mark.parametrize(("both", "only_a", "only_b", "neither"),
-                         [(150, 12, 25, 13), (180, 3, 9, 8), (10, 0, 7, 3), (40, 40, 10, 10), (5, 0, 0, 0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("both", "only_a", "only_b", "neither"),
+    [(150, 12, 25, 13), (180, 3, 9, 8), (10, 0, 7, 3), (40, 40, 10, 10), (5, 0, 0, 0)],
+)
 def test_mcnemar_exact_matches_statsmodels_and_scipy(both, only_a, only_b, neither):
     comparison = stats.PairedComparison(both + only_a + only_b + neither, both, only_a, only_b, neither)
     # statsmodels' table: rows A right/wrong, columns B right/wrong

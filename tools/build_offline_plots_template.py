@@ -12,7 +12,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-PACKAGES = {"vega@5.20.2": "vega.min.js", "vega-lite@5.2.0": "vega-lite.min.js", "vega-embed@6.18.2": "vega-embed.min.js"}
+PACKAGES = {
+    "vega@5.20.2": "vega.min.js",
+    "vega-lite@5.2.0": "vega-lite.min.js",
+    "vega-embed@6.18.2": "vega-embed.min.js",
+}
 OUT = Path(__file__).resolve().parents[1] / ".dvc" / "plots" / "offline.html"
 
 PAGE = """<!DOCTYPE html>

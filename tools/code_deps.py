@@ -122,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             was = [d for d in old[name].get("do", old[name])["deps"] if d.startswith("stages/")]
             should = [d for d in now[name].get("do", now[name])["deps"] if d.startswith("stages/")]
             if was != should:
-                print(f"dvc.yaml: {name}: code deps differ from the imports: add {sorted(set(should) - set(was))}, "
-                      f"remove {sorted(set(was) - set(should))}; run 'python tools/code_deps.py'", file=sys.stderr)
+                print(
+                    f"dvc.yaml: {name}: code deps differ from the imports: add {sorted(set(should) - set(was))}, "
+                    f"remove {sorted(set(was) - set(should))}; run 'python tools/code_deps.py'",
+                    file=sys.stderr,
+                )
         return 1
     DVC_YAML.write_text(new)
     print(f"rewrote the code deps of {DVC_YAML.name}")

@@ -26,10 +26,9 @@ CPUS = ["SapphireRapids-v3", "Haswell-v4", "EPYC-Genoa-v1", "EPYC-Rome-v2"]
 def step_hashes(model_name: str) -> dict[str, str]:
     """Two training steps and an evaluation of one model, as hashes."""
     sys.path.insert(0, str(ROOT))
-    import stages  # noqa: F401  the caps, before torch
-
     import torch
 
+    import stages  # noqa: F401  the caps, before torch
     from stages.core import cpu
     from stages.learner.optimizer import adam, param_groups
     from stages.mnist.models import resnet18_for_digits

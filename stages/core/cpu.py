@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch must not load before the caps are set
+    import torch
 
 PINNED = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels

@@ -33,11 +33,14 @@ def accuracy_report(actual: np.ndarray, predicted: np.ndarray, classes: list[str
     per_class = correct / np.maximum(images, 1)
     return {
         **proportion("accuracy", int(correct.sum()), int(images.sum())),
-        "correct": int(correct.sum()), "images": int(images.sum()),
+        "correct": int(correct.sum()),
+        "images": int(images.sum()),
         "balanced_accuracy": round(float(per_class.mean()), 6),
-        "per_class": {name: {**proportion("accuracy", int(c), int(n)), "images": int(n)}
-                      for name, c, n in zip(classes, correct, images)},
-    }  # fmt: skip
+        "per_class": {
+            name: {**proportion("accuracy", int(c), int(n)), "images": int(n)}
+            for name, c, n in zip(classes, correct, images)
+        },
+    }
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
@@ -51,15 +54,29 @@ def plot_confusion(path: Path, actual: np.ndarray, predicted: np.ndarray, *, cla
     size = max(4.0, 0.3 * len(classes))  # 37 breeds need room to stay readable
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay.from_predictions(
-        actual, predicted, labels=list(range(len(classes))), display_labels=classes, ax=ax,
-        colorbar=False, xticks_rotation="vertical", include_values=len(classes) <= 20,
-    )  # fmt: skip
+        actual,
+        predicted,
+        labels=list(range(len(classes))),
+        display_labels=classes,
+        ax=ax,
+        colorbar=False,
+        xticks_rotation="vertical",
+        include_values=len(classes) <= 20,
+    )
     ax.set_title(title)
     save_figure(fig, path)
 
 
-def write_predictions(folder: Path, items: list[str], actual: np.ndarray, *, predicted: dict[str, np.ndarray],
-                      classes: list[str], title: str, extra: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+def write_predictions(
+    folder: Path,
+    items: list[str],
+    actual: np.ndarray,
+    *,
+    predicted: dict[str, np.ndarray],
+    classes: list[str],
+    title: str,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
     """``predictions.csv`` (item, actual, one column per entry of ``predicted``, then ``extra``) and, for each
     prediction column, a confusion-matrix picture: ``confusion.png`` for one column, ``confusion_<column>.png``
     for several."""

@@ -1,6 +1,7 @@
 """dvclive as the training stages use it: one epoch logger, with curves you can watch while a stage runs.
 
-dvclive writes into ``dvclive/<stage>/`` (git-ignored) as the epochs go: ``dvc plots show dvclive/<stage>/plots/metrics``
+dvclive writes into ``dvclive/<stage>/`` (git-ignored) as the epochs go:
+``dvc plots show dvclive/<stage>/plots/metrics``
 draws them mid-run, and ``dvclive/<stage>/metrics.json`` holds the latest values. When the stage succeeds the
 curves are copied into its committed output (``<out>/plots/metrics/<key>.tsv``) and the live folder is removed; a
 failed or killed run leaves its partial curves there for a look and the committed results untouched.

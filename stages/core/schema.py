@@ -9,8 +9,9 @@ key (a typo), a wrong type or an out-of-range value is one error line naming the
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from stages.core.errors import UserError
 
@@ -29,8 +30,11 @@ def integer(low: int, high: int | None = None) -> Check:
 
 
 def number(above: float | None = None, below: float | None = None, at_least: float | None = None) -> Check:
-    parts = [f"> {above}" if above is not None else "", f"< {below}" if below is not None else "",
-             f">= {at_least}" if at_least is not None else ""]  # fmt: skip
+    parts = [
+        f"> {above}" if above is not None else "",
+        f"< {below}" if below is not None else "",
+        f">= {at_least}" if at_least is not None else "",
+    ]
     allowed = "a number " + " and ".join(p for p in parts if p)
 
     def check(v: Any) -> str | None:
@@ -64,8 +68,10 @@ def urls(v: Any) -> str | None:
 
 
 def md5_files(v: Any) -> str | None:
-    ok = isinstance(v, dict) and v and all(
-        isinstance(k, str) and isinstance(m, str) and re.fullmatch(r"[0-9a-f]{32}", m) for k, m in v.items()
+    ok = (
+        isinstance(v, dict)
+        and v
+        and all(isinstance(k, str) and isinstance(m, str) and re.fullmatch(r"[0-9a-f]{32}", m) for k, m in v.items())
     )
     return None if ok else "a mapping of file name to 32-hex-digit md5"
 
@@ -90,10 +96,12 @@ class Schema:
 PRECISIONS = ("auto", "fp32", "bf16")  # stages/core/devices.py: how each computes
 SEED = integer(0)
 DOWNLOAD = {"mirrors": urls, "files": md5_files}
-CORE = Schema({
-    "source": choice("sample", "full"),
-    "compute": {"device": device, "precision": choice(*PRECISIONS), "cpu_threads": integer(1, 256)},
-})
+CORE = Schema(
+    {
+        "source": choice("sample", "full"),
+        "compute": {"device": device, "precision": choice(*PRECISIONS), "cpu_threads": integer(1, 256)},
+    }
+)
 
 
 def _walk(tree: Any, schema: Any, *, prefix: str, errors: list[str]) -> None:

@@ -34,7 +34,9 @@ def workers() -> int:
 def progress_mode() -> str:
     mode = os.environ.get("PIPELINE_PROGRESS", "auto").strip() or "auto"
     if mode not in PROGRESS_MODES:
-        raise UserError(f"environment: PIPELINE_PROGRESS={mode!r} is not allowed; expected one of {list(PROGRESS_MODES)}")
+        raise UserError(
+            f"environment: PIPELINE_PROGRESS={mode!r} is not allowed; expected one of {list(PROGRESS_MODES)}"
+        )
     return mode
 
 

@@ -1,6 +1,7 @@
 """Running a stage module: ``python -m stages.<name> [--help]``.
 
-Every stage module ends with ``stage.run(main, __doc__, PARAMS, SCHEMA)``. ``--help`` prints the module's docstring (what
+Every stage module ends with ``stage.run(main, __doc__, PARAMS, SCHEMA)``. ``--help`` prints the module's docstring
+(what
 the stage reads, what it writes, which params it uses) and exits 0 before anything is read or written. An unknown
 argument, a bad params.yaml or any other problem the user can fix is one ``error:`` line and a non-zero exit.
 """
@@ -12,7 +13,7 @@ import atexit
 import os
 import sys
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from stages.core import params as params_file
 from stages.core.errors import UserError
@@ -30,8 +31,12 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def parser(doc: str, params: Sequence[str], *, prog: str, choices: dict[str, Sequence[str]] | None = None):
     keys = ", ".join(params) if params else "none"
-    p = _OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=f"params.yaml keys: {keys}")  # fmt: skip
+    p = _OneLineParser(
+        prog=prog,
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"params.yaml keys: {keys}",
+    )
     for name, allowed in (choices or {}).items():
         p.add_argument(name, choices=list(allowed))
     return p
@@ -56,15 +61,23 @@ def guarded(main: Callable[[], None]) -> None:
         sys.exit(1)
 
 
-def run(main: Callable[..., None], doc: str, params: Sequence[str], schema: Schema,
-        choices: dict[str, Sequence[str]] | None = None, argv: Sequence[str] | None = None,
-        distributed: bool = False, whole: bool = False) -> None:  # fmt: skip
+def run(
+    main: Callable[..., None],
+    doc: str,
+    params: Sequence[str],
+    schema: Schema,
+    choices: dict[str, Sequence[str]] | None = None,
+    argv: Sequence[str] | None = None,
+    distributed: bool = False,
+    whole: bool = False,
+) -> None:
     """Parse the command line, load and validate the params blocks the stage reads (``whole``: all of params.yaml),
     then call ``main(p, **arguments)``.
 
     ``params`` are dotted keys; a ``{name}`` in one is filled from the positional argument of that name
     (``mnist_models.{model}``). ``schema`` has the blocks they are in, beside ``source`` and ``compute``, which
-    every stage knows (``check_params``, which runs first in ``dvc repro``, checks the whole file). Output is line-buffered so each progress line reaches a log as it is printed.
+    every stage knows (``check_params``, which runs first in ``dvc repro``, checks the whole file). Output is
+    line-buffered so each progress line reaches a log as it is printed.
     Only a stage that says it is ``distributed`` runs under torchrun with several processes: any other would
     write its outputs from every one of them at once.
     """
@@ -73,7 +86,9 @@ def run(main: Callable[..., None], doc: str, params: Sequence[str], schema: Sche
     args = vars(parser(doc, params, prog=prog, choices=choices).parse_args(argv))
     sys.stdout.reconfigure(line_buffering=True)
     if not distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print(f"error: {prog} runs in one process; torchrun is for train_pets and train_mnist resnet18", file=sys.stderr)
+        print(
+            f"error: {prog} runs in one process; torchrun is for train_pets and train_mnist resnet18", file=sys.stderr
+        )
         sys.exit(1)
 
     def body() -> None:

@@ -26,8 +26,13 @@ def with_interval(successes: int, n: int, digits: int = 6) -> dict:
     """A proportion as the metric files publish it: the value, its 95% Wilson interval, and the counts."""
     low, high = wilson(successes, n)
     value = successes / n if n else 0.0
-    return {"value": round(value, digits), "low": round(low, digits), "high": round(high, digits),
-            "successes": int(successes), "n": int(n)}  # fmt: skip
+    return {
+        "value": round(value, digits),
+        "low": round(low, digits),
+        "high": round(high, digits),
+        "successes": int(successes),
+        "n": int(n),
+    }
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,12 @@ class PairedComparison:
         n, pb, pa = self.n, self.accuracy_b, self.accuracy_a
         lb, ub = wilson(self.both + self.only_b, n, z)
         la, ua = wilson(self.both + self.only_a, n, z)
-        margins = (self.both + self.only_b) * (self.only_a + self.neither) * (self.both + self.only_a) * (self.only_b + self.neither)
+        margins = (
+            (self.both + self.only_b)
+            * (self.only_a + self.neither)
+            * (self.both + self.only_a)
+            * (self.only_b + self.neither)
+        )
         phi = (self.both * self.neither - self.only_a * self.only_b) / math.sqrt(margins) if margins else 0.0
         below = (pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2
         above = (ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2
@@ -78,6 +88,9 @@ def paired(correct_a, correct_b) -> PairedComparison:
     """Count the four outcomes of two aligned sequences of booleans (was image i classified right?)."""
     pairs = list(zip(correct_a, correct_b, strict=True))
     return PairedComparison(
-        n=len(pairs), both=sum(a and b for a, b in pairs), only_a=sum(a and not b for a, b in pairs),
-        only_b=sum(b and not a for a, b in pairs), neither=sum(not a and not b for a, b in pairs),
-    )  # fmt: skip
+        n=len(pairs),
+        both=sum(a and b for a, b in pairs),
+        only_a=sum(a and not b for a, b in pairs),
+        only_b=sum(b and not a for a, b in pairs),
+        neither=sum(not a and not b for a, b in pairs),
+    )

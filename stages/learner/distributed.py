@@ -12,9 +12,9 @@ is one process and none of this applies.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -54,8 +54,10 @@ def process_group(compute: Compute) -> Iterator[World]:
     if compute.device.type == "cuda":
         gpus, per_machine = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
         if per_machine > gpus:  # every process says so, rather than one failing inside CUDA while the others wait
-            raise UserError(f"torchrun: {per_machine} processes on a machine with {gpus} GPU(s), one GPU each; start "
-                            "at most that many (--nproc_per_node), or set compute.device: cpu")  # fmt: skip
+            raise UserError(
+                f"torchrun: {per_machine} processes on a machine with {gpus} GPU(s), one GPU each; start "
+                "at most that many (--nproc_per_node), or set compute.device: cpu"
+            )
         compute = replace(compute, device=torch.device("cuda", local_rank))
         torch.cuda.set_device(compute.device)
     elif compute.device.type != "cpu":
@@ -74,12 +76,21 @@ def sharded(loader: DataLoader, world: World, seed: int) -> DataLoader:
     if world.size == 1:
         return loader
     if loader.batch_size % world.size:
-        raise UserError(f"params.yaml: batch_size {loader.batch_size} does not split evenly over {world.size} processes")
-    sampler = DistributedSampler(loader.dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed,
-                                 drop_last=True)  # fmt: skip
-    return DataLoader(loader.dataset, batch_size=loader.batch_size // world.size, sampler=sampler,
-                      num_workers=loader.num_workers, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-                      persistent_workers=loader.num_workers > 0)  # fmt: skip
+        raise UserError(
+            f"params.yaml: batch_size {loader.batch_size} does not split evenly over {world.size} processes"
+        )
+    sampler = DistributedSampler(
+        loader.dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size // world.size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        persistent_workers=loader.num_workers > 0,
+    )
 
 
 def prepare(model: nn.Module, world: World) -> nn.Module:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+
 from stages.core.devices import Compute
-from stages.core.progress import progress
 from stages.core.errors import UserError
+from stages.core.progress import progress
 from stages.learner import distributed
 from stages.learner import lr_find as finder
 from stages.learner.optimizer import BN_TYPES, WEIGHT_DECAY, OptFunc, adam, param_groups
@@ -60,14 +61,27 @@ class Shuffle(Sampler[int]):
         return iter(order)
 
 
-def loader(dataset: Dataset, batch_size: int, compute: Compute, *, shuffle: bool, seed: int, workers: int = 0,
-           drop_last: bool = False) -> DataLoader:  # fmt: skip
+def loader(
+    dataset: Dataset,
+    batch_size: int,
+    compute: Compute,
+    *,
+    shuffle: bool,
+    seed: int,
+    workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
     """Shuffled (or not) in this process by ``Shuffle``, so worker processes change no result."""
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=Shuffle(len(dataset), seed) if shuffle else None, num_workers=workers,
-        drop_last=drop_last, generator=torch.Generator().manual_seed(seed), pin_memory=compute.pin_memory,
+        dataset,
+        batch_size=batch_size,
+        sampler=Shuffle(len(dataset), seed) if shuffle else None,
+        num_workers=workers,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=compute.pin_memory,
         persistent_workers=workers > 0,
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -87,8 +101,16 @@ def decode(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.argmax(1)
 
 
-def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, loss_func: Callable,
-               opt: torch.optim.Optimizer, compute: Compute, tfm: BatchTransform | None) -> torch.Tensor:  # fmt: skip
+def train_step(
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    *,
+    loss_func: Callable,
+    opt: torch.optim.Optimizer,
+    compute: Compute,
+    tfm: BatchTransform | None,
+) -> torch.Tensor:
     """One optimiser step on one batch (copied to the device and transformed there); returns the loss."""
     xb, yb = compute.to_device(xb, yb, tfm)
     with compute.autocast():
@@ -99,8 +121,17 @@ def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, loss_fun
     return loss
 
 
-def train_one_epoch(model: nn.Module, data: DataLoader, *, loss_func: Callable, opt: torch.optim.Optimizer,
-                    compute: Compute, tfm: BatchTransform | None, scheduler=None, description: str = "") -> float:  # fmt: skip
+def train_one_epoch(
+    model: nn.Module,
+    data: DataLoader,
+    *,
+    loss_func: Callable,
+    opt: torch.optim.Optimizer,
+    compute: Compute,
+    tfm: BatchTransform | None,
+    scheduler=None,
+    description: str = "",
+) -> float:
     """Train on every batch of ``data``; ``scheduler`` steps every batch (one-cycle). Returns the mean loss."""
     model.train()
     loss_sum, count = 0.0, 0
@@ -113,8 +144,9 @@ def train_one_epoch(model: nn.Module, data: DataLoader, *, loss_func: Callable, 
     return loss_sum / count
 
 
-def evaluate(model: nn.Module, data: DataLoader, *, loss_func: Callable, compute: Compute,
-             tfm: BatchTransform | None) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
+def evaluate(
+    model: nn.Module, data: DataLoader, *, loss_func: Callable, compute: Compute, tfm: BatchTransform | None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """All outputs (float32, on the CPU) for ``data``, its targets, and the mean loss."""
     model.eval()
     outputs, targets, loss_sum = [], [], 0.0
@@ -161,9 +193,11 @@ class Learner:
     def __post_init__(self) -> None:
         for name, data in (("training", self.dls.train), ("validation", self.dls.valid)):
             if len(data) == 0:  # an epoch of no batch: lr_find's cycling over it would never return
-                raise UserError(f"the {name} data makes no batch: {_items(data)} images, fewer than one batch of "
-                                f"{_batch_size(data)} (the last, smaller training batch is dropped); lower the "
-                                "batch size in params.yaml or use more images")
+                raise UserError(
+                    f"the {name} data makes no batch: {_items(data)} images, fewer than one batch of "
+                    f"{_batch_size(data)} (the last, smaller training batch is dropped); lower the "
+                    "batch size in params.yaml or use more images"
+                )
         self.model = distributed.prepare(self.compute.prepare(self.model), self.world)
 
     # --- fastai's schedules ----------------------------------------------------------------------------
@@ -174,19 +208,38 @@ class Learner:
             group["lr"] = lr
         return self._fit(n_epoch, opt, scheduler=None, description=self.name)
 
-    def fit_one_cycle(self, n_epoch: int, lr_max: float | list[float], *, div: float = 25.0, div_final: float = 1e5,
-                      pct_start: float = 0.25, description: str | None = None) -> list[dict]:  # fmt: skip
+    def fit_one_cycle(
+        self,
+        n_epoch: int,
+        lr_max: float | list[float],
+        *,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        pct_start: float = 0.25,
+        description: str | None = None,
+    ) -> list[dict]:
         """``lr_max`` a number, or one per layer group (discriminative rates)."""
         n_groups = len(self.splitter(self.model))
         lrs = lr_max if isinstance(lr_max, list) else [lr_max] * n_groups
         opt = self._optimizer(lrs)
         max_lr = [lr for lr in lrs for _ in (0, 1)]  # two optimiser groups per layer group (decay, no decay)
-        scheduler = one_cycle(opt, max_lr, n_epoch * len(self.dls.train), pct_start=pct_start, div=div, div_final=div_final)
+        scheduler = one_cycle(
+            opt, max_lr, n_epoch * len(self.dls.train), pct_start=pct_start, div=div, div_final=div_final
+        )
         return self._fit(n_epoch, opt, scheduler=scheduler, description=description or self.name)
 
-    def fine_tune(self, epochs: int, base_lr: float = 2e-3, *, freeze_epochs: int = 1, lr_mult: float = 100,
-                  pct_start: float = 0.3, div: float = 5.0, freeze_lr: float | None = None,
-                  freeze_pct_start: float = 0.99) -> list[dict]:  # fmt: skip
+    def fine_tune(
+        self,
+        epochs: int,
+        base_lr: float = 2e-3,
+        *,
+        freeze_epochs: int = 1,
+        lr_mult: float = 100,
+        pct_start: float = 0.3,
+        div: float = 5.0,
+        freeze_lr: float | None = None,
+        freeze_pct_start: float = 0.99,
+    ) -> list[dict]:
         """fastai's ``fine_tune``: the body frozen (BatchNorm still trains) for ``freeze_epochs`` of one-cycle at
         ``slice(base_lr)``; then ``base_lr /= 2``, unfreeze, and one-cycle for ``epochs`` with rates from
         ``base_lr / lr_mult`` (first layer group) to ``base_lr`` (head). ``freeze_lr`` and ``freeze_pct_start``
@@ -198,7 +251,9 @@ class Learner:
         if freeze_epochs > 0:
             self.freeze()
             lrs = discriminative_lrs(None, freeze_lr or base_lr, n_groups)
-            history += self.fit_one_cycle(freeze_epochs, lrs, pct_start=freeze_pct_start, div=25.0, description="frozen")
+            history += self.fit_one_cycle(
+                freeze_epochs, lrs, pct_start=freeze_pct_start, div=25.0, description="frozen"
+            )
         base_lr /= 2
         self.unfreeze()
         lrs = discriminative_lrs(base_lr / lr_mult, base_lr, n_groups)
@@ -216,7 +271,9 @@ class Learner:
             lr = finder.exponential_lr(start_lr, end_lr, i=len(lrs), num_it=num_it)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = train_step(model, xb, yb, loss_func=self.loss_func, opt=opt, compute=self.compute, tfm=self.dls.train_tfm)
+            loss = train_step(
+                model, xb, yb, loss_func=self.loss_func, opt=opt, compute=self.compute, tfm=self.dls.train_tfm
+            )
             smoothed = smooth.add(loss.item())
             lrs.append(lr)
             losses.append(smoothed)
@@ -249,7 +306,9 @@ class Learner:
     # --- predictions -----------------------------------------------------------------------------------
     def get_preds(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Validation outputs (float32, CPU), targets and mean loss."""
-        return evaluate(self.model, self.dls.valid, loss_func=self.loss_func, compute=self.compute, tfm=self.dls.valid_tfm)
+        return evaluate(
+            self.model, self.dls.valid, loss_func=self.loss_func, compute=self.compute, tfm=self.dls.valid_tfm
+        )
 
     # --- the loop ----------------------------------------------------------------------------------------
     def _optimizer(self, lrs: list[float]) -> torch.optim.Optimizer:
@@ -263,9 +322,16 @@ class Learner:
         for epoch in range(n_epoch):
             start = time.perf_counter()
             distributed.start_epoch(self.dls.train, epoch)
-            train_loss = train_one_epoch(train_model, self.dls.train, loss_func=self.loss_func, opt=opt,
-                                         compute=self.compute, tfm=self.dls.train_tfm, scheduler=scheduler,
-                                         description=f"{description} epoch {epoch + 1}/{n_epoch}")  # fmt: skip
+            train_loss = train_one_epoch(
+                train_model,
+                self.dls.train,
+                loss_func=self.loss_func,
+                opt=opt,
+                compute=self.compute,
+                tfm=self.dls.train_tfm,
+                scheduler=scheduler,
+                description=f"{description} epoch {epoch + 1}/{n_epoch}",
+            )
             outputs, targets, valid_loss = self.get_preds()
             record = {
                 "epoch": epoch + 1,
@@ -277,8 +343,10 @@ class Learner:
             history.append(record)
             if not self.world.is_main:
                 continue  # only rank 0 speaks and logs
-            print(f"{description} epoch {record['epoch']}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} "
-                  f"accuracy {record['accuracy']:.4f} ({record['seconds']:.1f}s)")  # fmt: skip
+            print(
+                f"{description} epoch {record['epoch']}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} "
+                f"accuracy {record['accuracy']:.4f} ({record['seconds']:.1f}s)"
+            )
             if self.on_epoch is not None:
                 self.on_epoch(record)
         return history

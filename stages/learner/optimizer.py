@@ -3,7 +3,7 @@ group with its learning rate, and no weight decay on BatchNorm or biases (fastai
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,8 +22,10 @@ def param_groups(groups: list[nn.Module], lrs: list[float], weight_decay: float)
         for module in group.modules():
             for name, param in module.named_parameters(recurse=False):
                 (no_decay if isinstance(module, BN_TYPES) or name == "bias" else decay).append(param)
-        result += [{"params": decay, "lr": lr, "weight_decay": weight_decay},
-                   {"params": no_decay, "lr": lr, "weight_decay": 0.0}]  # fmt: skip
+        result += [
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
     return result
 
 

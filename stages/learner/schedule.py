@@ -7,8 +7,15 @@ import torch
 from stages.core.errors import UserError
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, max_lr, total_steps: int, *, pct_start: float, div: float = 25.0,
-              div_final: float = 1e5) -> torch.optim.lr_scheduler.OneCycleLR:  # fmt: skip
+def one_cycle(
+    optimizer: torch.optim.Optimizer,
+    max_lr,
+    total_steps: int,
+    *,
+    pct_start: float,
+    div: float = 25.0,
+    div_final: float = 1e5,
+) -> torch.optim.lr_scheduler.OneCycleLR:
     """fastai's ``fit_one_cycle`` schedule: cosine warm-up from ``max_lr / div`` to ``max_lr``, cosine down to
     ``max_lr / div_final``; momentum (Adam's beta1) cycled 0.95 -> 0.85 -> 0.95. ``max_lr`` may be a list,
     one per parameter group (discriminative learning rates)."""
@@ -18,10 +25,17 @@ def one_cycle(optimizer: torch.optim.Optimizer, max_lr, total_steps: int, *, pct
             "use a smaller batch_size or more epochs"
         )
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy="cos",
-        div_factor=div, final_div_factor=div_final / div,  # torch divides the initial lr, fastai the maximum
-        cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
-    )  # fmt: skip
+        optimizer,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        anneal_strategy="cos",
+        div_factor=div,
+        final_div_factor=div_final / div,  # torch divides the initial lr, fastai the maximum
+        cycle_momentum=True,
+        base_momentum=0.85,
+        max_momentum=0.95,
+    )
 
 
 def even_mults(start: float, stop: float, n: int) -> list[float]:

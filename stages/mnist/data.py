@@ -14,7 +14,6 @@ import importlib.resources
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -121,8 +120,9 @@ class Digits:
         return cls(train_x, to_index(train_digits), valid_x, to_index(valid_digits), classes, valid_ids)
 
 
-def select_and_split(raw: dict[str, np.ndarray], digits: list[int], *, valid_pct: float, seed: int,
-                     source: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+def select_and_split(
+    raw: dict[str, np.ndarray], digits: list[int], *, valid_pct: float, seed: int, source: Path
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{split: (images, labels, ids)}`` of the chosen digits: MNIST's own train/test split when the source has one
     (for 3 and 7 the book's 12396 / 2038), else stratified by ``valid_pct`` and ``seed``. ``ids`` are rows of the
     raw file."""

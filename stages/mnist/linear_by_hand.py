@@ -8,7 +8,7 @@ digit and softmax cross-entropy, written out the same way (chapter 5's lesson).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 

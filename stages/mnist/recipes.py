@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -60,9 +60,12 @@ def train_linear(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback
     target = binary_target if n_out == 1 else (lambda y: y)
     loss_fn = linear_by_hand.mnist_loss if n_out == 1 else linear_by_hand.softmax_loss
     cpu = Compute(torch.device("cpu"), mixed=False)
-    train = loader(TensorDataset(d.train_x.flatten(1), target(d.train_y)), cfg["batch_size"], cpu, shuffle=True,
-                   seed=cfg["seed"])  # fmt: skip
-    valid = loader(TensorDataset(d.valid_x.flatten(1), target(d.valid_y)), cfg["batch_size"], cpu, shuffle=False, seed=0)
+    train = loader(
+        TensorDataset(d.train_x.flatten(1), target(d.train_y)), cfg["batch_size"], cpu, shuffle=True, seed=cfg["seed"]
+    )
+    valid = loader(
+        TensorDataset(d.valid_x.flatten(1), target(d.valid_y)), cfg["batch_size"], cpu, shuffle=False, seed=0
+    )
 
     before, _ = linear_by_hand.validate_epoch(model, valid, loss_fn)
     history = []
@@ -78,10 +81,13 @@ def train_linear(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback
     return Result(outputs, history, state, {"accuracy_before_training": round(before, 6)})
 
 
-def _digits_loaders(d: Digits, cfg: dict, compute: Compute, add_channel: bool,
-                    world: distributed.World = distributed.SINGLE) -> DataLoaders:  # fmt: skip
+def _digits_loaders(
+    d: Digits, cfg: dict, compute: Compute, add_channel: bool, world: distributed.World = distributed.SINGLE
+) -> DataLoaders:
     shape = (lambda x: x[:, None]) if add_channel else (lambda x: x)
-    train = loader(TensorDataset(shape(d.train_x), d.train_y), cfg["batch_size"], compute, shuffle=True, seed=cfg["seed"])
+    train = loader(
+        TensorDataset(shape(d.train_x), d.train_y), cfg["batch_size"], compute, shuffle=True, seed=cfg["seed"]
+    )
     valid = loader(TensorDataset(shape(d.valid_x), d.valid_y), cfg["batch_size"], compute, shuffle=False, seed=0)
     return DataLoaders(train=distributed.sharded(train, world, cfg["seed"]), valid=valid)
 
@@ -94,18 +100,34 @@ def _result(learn: Learner, history: list[dict]) -> Result:
 def train_simple_net(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback) -> Result:
     seed_everything(cfg["seed"])
     model = models.simple_net(n_outputs(d), cfg["hidden"])
-    learn = Learner(model, _digits_loaders(d, cfg, compute, add_channel=False), nn_loss(n_outputs(d)), compute,
-                    opt_func=sgd, wd=0.0, on_epoch=on_epoch, name="simple_net")  # fmt: skip
+    learn = Learner(
+        model,
+        _digits_loaders(d, cfg, compute, add_channel=False),
+        nn_loss(n_outputs(d)),
+        compute,
+        opt_func=sgd,
+        wd=0.0,
+        on_epoch=on_epoch,
+        name="simple_net",
+    )
     return _result(learn, learn.fit(cfg["epochs"], lr=cfg["lr"]))
 
 
-def train_resnet18(d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback,
-                   world: distributed.World = distributed.SINGLE) -> Result:  # fmt: skip
+def train_resnet18(
+    d: Digits, cfg: dict, compute: Compute, on_epoch: EpochCallback, world: distributed.World = distributed.SINGLE
+) -> Result:
     """The one MNIST model that also trains on several processes (torchrun), ``world`` being them."""
     seed_everything(cfg["seed"])
     model = models.resnet18_for_digits(len(d.classes))  # cross-entropy: always one output per digit
-    learn = Learner(model, _digits_loaders(d, cfg, compute, add_channel=True, world=world), nn.functional.cross_entropy,
-                    compute, on_epoch=on_epoch, name="resnet18", world=world)  # fmt: skip
+    learn = Learner(
+        model,
+        _digits_loaders(d, cfg, compute, add_channel=True, world=world),
+        nn.functional.cross_entropy,
+        compute,
+        on_epoch=on_epoch,
+        name="resnet18",
+        world=world,
+    )
     return _result(learn, learn.fit_one_cycle(cfg["epochs"], cfg["lr"], pct_start=cfg["pct_start"]))
 
 

@@ -25,12 +25,14 @@ def _training(**extra) -> dict:
     return {**extra, "batch_size": integer(1), "lr": number(above=0), "epochs": integer(1), "seed": SEED}
 
 
-SCHEMA = Schema({
-    "mnist": {"download": DOWNLOAD, "digits": digits, "valid_pct": number(above=0, below=1), "seed": SEED},
-    "mnist_models": {
-        "linear": _training(init_std=number(above=0)),
-        "simple_net": _training(hidden=integer(1)),
-        "resnet18": _training(pct_start=number(above=0, below=1)),
-    },
-    "baseline": {"distances": distances},
-})
+SCHEMA = Schema(
+    {
+        "mnist": {"download": DOWNLOAD, "digits": digits, "valid_pct": number(above=0, below=1), "seed": SEED},
+        "mnist_models": {
+            "linear": _training(init_std=number(above=0)),
+            "simple_net": _training(hidden=integer(1)),
+            "resnet18": _training(pct_start=number(above=0, below=1)),
+        },
+        "baseline": {"distances": distances},
+    }
+)

@@ -98,7 +98,12 @@ def affine_matrices(p: AugParams, presize: int) -> torch.Tensor:
     flip[:, 0, 0] = p.flip
     theta = p.rotate * math.pi / 180
     rotate = eye.clone()
-    rotate[:, 0, 0], rotate[:, 0, 1], rotate[:, 1, 0], rotate[:, 1, 1] = theta.cos(), theta.sin(), -theta.sin(), theta.cos()
+    rotate[:, 0, 0], rotate[:, 0, 1], rotate[:, 1, 0], rotate[:, 1, 1] = (
+        theta.cos(),
+        theta.sin(),
+        -theta.sin(),
+        theta.cos(),
+    )
     s = 1 / p.zoom
     zoom = eye.clone()
     zoom[:, 0, 0], zoom[:, 1, 1] = s, s
@@ -116,8 +121,15 @@ def warp_homographies(p: AugParams) -> torch.Tensor:
     """(N, 3, 3) fastai's ``_WarpCoord``: the perspective that moves the corners by the warp magnitudes."""
     x, y = p.warp_x, p.warp_y
     source = torch.tensor([[-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=torch.float64).expand(len(x), 4, 2)
-    target = torch.stack([torch.stack([-1 - y, -1 - x], 1), torch.stack([-1 + y, 1 + x], 1),
-                          torch.stack([1 + y, -1 + x], 1), torch.stack([1 - y, 1 - x], 1)], 1)  # fmt: skip
+    target = torch.stack(
+        [
+            torch.stack([-1 - y, -1 - x], 1),
+            torch.stack([-1 + y, 1 + x], 1),
+            torch.stack([1 + y, -1 + x], 1),
+            torch.stack([1 - y, 1 - x], 1),
+        ],
+        1,
+    )
     # fastai's find_coeffs(orig, targ): h with orig = H(targ); 8 unknowns from 4 point pairs.
     zero, one = torch.zeros_like(x), torch.ones_like(x)
     rows = []
@@ -147,7 +159,9 @@ def sampling_grid(h: torch.Tensor, *, size: int, out: torch.Tensor | None = None
     u = torch.linspace(-1, 1, size, device=h.device)  # output columns (x) and rows (y), align_corners=True
     columns, rows = u[None, :], u[:, None]
 
-    def plane(r: int, out: torch.Tensor | None = None) -> torch.Tensor:  # h[r, 0] x + h[r, 1] y + h[r, 2]: (N, size, size)
+    def plane(
+        r: int, out: torch.Tensor | None = None
+    ) -> torch.Tensor:  # h[r, 0] x + h[r, 1] y + h[r, 2]: (N, size, size)
         return torch.add(h[:, r, 0] * columns, h[:, r, 1] * rows + h[:, r, 2], out=out)
 
     planes = torch.empty(len(h), 2, size, size, device=h.device) if out is None else out

@@ -30,7 +30,9 @@ class PresizedPets(Dataset):
         try:
             with open(self.path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran_order, dtype = read_header(f)
                 self.offset = f.tell()
             self.labels = np.load(Path(folder) / f"{split}_labels.npy")

@@ -11,8 +11,10 @@ from torch import nn
 
 from stages.pets import augment, model
 
-INPUT = ("uint8 RGB images (N, 3, presize, presize), channels first: each image's shorter side resized to presize "
-         "(PIL bilinear) and centre-cropped, as presize_pets does")  # fmt: skip
+INPUT = (
+    "uint8 RGB images (N, 3, presize, presize), channels first: each image's shorter side resized to presize "
+    "(PIL bilinear) and centre-cropped, as presize_pets does"
+)
 OUTPUT = "class probabilities (N, len(classes)), in the order of classes"
 META_FILE = "pets.json"  # the extra file inside the program
 
@@ -33,8 +35,15 @@ def from_checkpoint(saved: dict) -> InferenceModel:
 
 
 def metadata(saved: dict) -> dict:
-    return {"classes": saved["classes"], "arch": saved["arch"], "presize": saved["presize"], "size": saved["size"],
-            "normalized": saved["normalized"], "input": INPUT, "output": OUTPUT}  # fmt: skip
+    return {
+        "classes": saved["classes"],
+        "arch": saved["arch"],
+        "presize": saved["presize"],
+        "size": saved["size"],
+        "normalized": saved["normalized"],
+        "input": INPUT,
+        "output": OUTPUT,
+    }
 
 
 def export_program(saved: dict) -> bytes:

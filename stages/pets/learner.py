@@ -38,8 +38,15 @@ class Limited:
         return self.batches
 
 
-def pets_learner(cfg: dict, pretrained: bool, compute: Compute, *, classes: list[str], on_epoch=None,
-                 world: distributed.World = distributed.SINGLE) -> Learner:  # fmt: skip
+def pets_learner(
+    cfg: dict,
+    pretrained: bool,
+    compute: Compute,
+    *,
+    classes: list[str],
+    on_epoch=None,
+    world: distributed.World = distributed.SINGLE,
+) -> Learner:
     """``cfg`` is the ``pets_model`` block; ``classes`` the vocab of the presized data; ``world`` the processes
     torchrun started, if any (each trains on its share of every batch)."""
     seed_everything(cfg["seed"])
@@ -48,17 +55,33 @@ def pets_learner(cfg: dict, pretrained: bool, compute: Compute, *, classes: list
 
     def split(name: str, shuffle: bool):
         # fastai drops the last, smaller training batch: BatchNorm statistics of a handful of images are noise.
-        return loader(data.PresizedPets(name), cfg["batch_size"], compute, shuffle=shuffle, seed=cfg["seed"],
-                      workers=compute.loader_workers(settings.workers()), drop_last=shuffle)  # fmt: skip
+        return loader(
+            data.PresizedPets(name),
+            cfg["batch_size"],
+            compute,
+            shuffle=shuffle,
+            seed=cfg["seed"],
+            workers=compute.loader_workers(settings.workers()),
+            drop_last=shuffle,
+        )
 
     train, valid = distributed.sharded(split("train", True), world, cfg["seed"]), split("valid", False)
     if cfg["batches_per_epoch"] != "all":
         train = Limited(train, cfg["batches_per_epoch"])
     augmentation = augment.AugTransforms(size=cfg["size"], min_scale=cfg["min_scale"])
     dls = DataLoaders(
-        train=train, valid=valid,
+        train=train,
+        valid=valid,
         train_tfm=augment.BatchAugment(augmentation, seed=cfg["seed"] + world.rank, normalize=normalized),
         valid_tfm=lambda batch: augment.resize_batch(batch, cfg["size"], normalized),
-    )  # fmt: skip
-    return Learner(net, dls, nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"]), compute,
-                   splitter=model.layer_groups, on_epoch=on_epoch, name="pets", world=world)  # fmt: skip
+    )
+    return Learner(
+        net,
+        dls,
+        nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"]),
+        compute,
+        splitter=model.layer_groups,
+        on_epoch=on_epoch,
+        name="pets",
+        world=world,
+    )

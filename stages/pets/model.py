@@ -28,10 +28,16 @@ class AdaptiveConcatPool2d(nn.Module):
 
 def create_head(n_features: int, n_classes: int, hidden: int = 512) -> nn.Sequential:
     head = nn.Sequential(
-        AdaptiveConcatPool2d(), nn.Flatten(),
-        nn.BatchNorm1d(2 * n_features), nn.Dropout(0.25), nn.Linear(2 * n_features, hidden, bias=False), nn.ReLU(),
-        nn.BatchNorm1d(hidden), nn.Dropout(0.5), nn.Linear(hidden, n_classes, bias=False),
-    )  # fmt: skip
+        AdaptiveConcatPool2d(),
+        nn.Flatten(),
+        nn.BatchNorm1d(2 * n_features),
+        nn.Dropout(0.25),
+        nn.Linear(2 * n_features, hidden, bias=False),
+        nn.ReLU(),
+        nn.BatchNorm1d(hidden),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, n_classes, bias=False),
+    )
     for layer in head:
         if isinstance(layer, nn.Linear):
             nn.init.kaiming_normal_(layer.weight)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.core.progress import progress
 from stages.core.errors import UserError
+from stages.core.progress import progress
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 CHUNK = 32  # images per task a worker decodes
@@ -50,8 +50,10 @@ def check_skipped(skipped: list[str], total: int, folder: Path) -> None:
         raise UserError(f"{folder}: no labelled images (<breed>_<n>.jpg) found")
     if len(skipped) == total or len(skipped) > MAX_SKIPPED_SHARE * total:
         first = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        raise UserError(f"{folder}: {len(skipped)} of {total} images cannot be decoded (at most "
-                        f"{MAX_SKIPPED_SHARE:.0%} may be): {first}")
+        raise UserError(
+            f"{folder}: {len(skipped)} of {total} images cannot be decoded (at most "
+            f"{MAX_SKIPPED_SHARE:.0%} may be): {first}"
+        )
 
 
 def _presize_chunk(args: tuple[list[Path], int]) -> list[np.ndarray | None]:
@@ -68,7 +70,9 @@ def _chunks(paths: list[Path], size: int, workers: int):
         yield from map(_presize_chunk, tasks)
 
 
-def presize_to_file(paths: list[Path], size: int, *, workers: int, out: Path, description: str = "presize") -> list[int]:
+def presize_to_file(
+    paths: list[Path], size: int, *, workers: int, out: Path, description: str = "presize"
+) -> list[int]:
     """Presize ``paths`` into the ``.npy`` file ``out``, (N_ok, size, size, 3) uint8; return the indices that failed.
 
     The decoded images are appended to a raw file as they arrive; the ``.npy`` header, which needs their final
@@ -86,8 +90,11 @@ def presize_to_file(paths: list[Path], size: int, *, workers: int, out: Path, de
                     pixels.write(image.tobytes())
                     count += 1
     with open(out, "wb") as npy, open(raw, "rb") as pixels:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                  "shape": (count, size, size, 3)}  # fmt: skip
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "fortran_order": False,
+            "shape": (count, size, size, 3),
+        }
         np.lib.format.write_array_header_1_0(npy, header)
         shutil.copyfileobj(pixels, npy, length=16 << 20)
     raw.unlink()

@@ -10,7 +10,9 @@ from stages.pets.layout import BREEDS
 
 def size_within_presize(tree: dict) -> list[str]:
     presize, size = tree["pets"]["presize"], tree["pets_model"]["size"]
-    return [f"pets_model.size: {size} is not allowed; expected at most pets.presize ({presize})"] if size > presize else []
+    return (
+        [f"pets_model.size: {size} is not allowed; expected at most pets.presize ({presize})"] if size > presize else []
+    )
 
 
 def standin_sides(tree: dict) -> list[str]:

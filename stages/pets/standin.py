@@ -23,9 +23,19 @@ SHAPES = ["ellipse", "rectangle", "triangle", "pentagon", "hexagon", "star"]
 PATTERNS = ["plain", "stripes", "spots", "checks"]
 # Which images carry which quirk: (kind, breed index, image number). Fixed, like the real set's few odd files.
 QUIRKS = [
-    ("png", 1, 1), ("png", 14, 2), ("png", 30, 3), ("gif", 8, 1), ("gray", 4, 2), ("gray", 22, 1),
-    ("gray", 35, 2), ("cmyk", 6, 3), ("cmyk", 27, 1), ("rgba", 11, 2), ("rgba", 19, 3), ("broken", 20, 1),
-]  # fmt: skip
+    ("png", 1, 1),
+    ("png", 14, 2),
+    ("png", 30, 3),
+    ("gif", 8, 1),
+    ("gray", 4, 2),
+    ("gray", 22, 1),
+    ("gray", 35, 2),
+    ("cmyk", 6, 3),
+    ("cmyk", 27, 1),
+    ("rgba", 11, 2),
+    ("rgba", 19, 3),
+    ("broken", 20, 1),
+]
 STRAY_FILES = ["Abyssinian_100.mat", "Abyssinian_101.mat", "Abyssinian_102.mat"]
 
 
@@ -102,7 +112,9 @@ def render(style: BreedStyle, rng: np.random.Generator, *, min_side: int, max_si
     cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
     angle = rng.uniform(0, 2 * np.pi)
     mask_img = Image.new("L", (width, height))
-    ImageDraw.Draw(mask_img).polygon(_outline(style.shape, cx=cx, cy=cy, radius=radius, aspect=style.aspect, angle=angle), fill=255)
+    ImageDraw.Draw(mask_img).polygon(
+        _outline(style.shape, cx=cx, cy=cy, radius=radius, aspect=style.aspect, angle=angle), fill=255
+    )
     mask = np.asarray(mask_img) > 0
     period = style.pattern_period * radius * 2 * rng.uniform(0.8, 1.25)
     u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
@@ -170,7 +182,9 @@ def generate(root: Path, seed: int, images_per_breed: int, min_side: int, max_si
     tasks = [(root, seed, b, images_per_breed, min_side, max_side) for b in range(len(BREEDS))]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            per_breed = list(progress(pool.map(_generate_breed_star, tasks), "stand-in", total=len(tasks), unit="breeds"))
+            per_breed = list(
+                progress(pool.map(_generate_breed_star, tasks), "stand-in", total=len(tasks), unit="breeds")
+            )
     else:
         per_breed = list(progress(map(_generate_breed_star, tasks), "stand-in", total=len(tasks), unit="breeds"))
     rows: dict[str, list[str]] = {"trainval": [], "test": []}
