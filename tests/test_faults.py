@@ -1,23 +1,30 @@
 """Bad input and faults: what each must do, and what it must leave behind.
 
-| fault                                              | must                                              | leaves behind                         |
-|----------------------------------------------------|---------------------------------------------------|---------------------------------------|
-| bad params: unknown key, wrong type, out of range, | exit 1, one line naming key, value, what is       | nothing written                       |
-|   presize < size, unknown source/arch, bad digits  |   allowed, before any work                        |                                       |
-| the same through ``dvc repro``                     | stop at check_params, before any stage runs       | every output and committed file as it |
-|                                                    |                                                   |   was: ``dvc status`` lists no deletion |
-| stage killed part-way (SIGTERM, SIGKILL)           | the next ``dvc repro`` completes                  | the committed results untouched until |
-|                                                    |                                                   |   then; no temporaries afterwards     |
-| stage failing part-way (lr_find diverges at once)  | exit 1, one line                                  | its last good outputs, unchanged      |
-| download: no network, 404, md5 mismatch, truncated | exit 1, one line naming the URL and how to switch | data/ as it was (test_download.py)    |
-|   archive, ``../``, absolute or link members        |   to ``source: sample``                           |                                       |
-| download interrupted mid-file                      | exit 1, one line naming the URL                   | data/ as it was                       |
-| corrupt or odd images (PNG/GIF/CMYK/RGBA/broken)   | decoded or counted as skipped and named           | metrics/data/pets.json lists them     |
-| unwritable output path (read-only data/, a file    | exit 1, one line naming the path                  | no traceback                          |
-|   where a folder belongs)                          |                                                   |                                       |
-| corrupt prepared data                              | exit 1, one line naming the file and the fix      | the stage's last good outputs         |
-| a checkpoint carrying pickled code                 | refused by ``weights_only=True``, exit 1          | the code never runs                   |
-| a Git repository with no commit yet (``git init``)  | training stages run (dvclive issue #522)          | metrics written                       |
+| fault                                               | must                                              | leaves behind                          |
+|-----------------------------------------------------|---------------------------------------------------|----------------------------------------|
+| bad params: unknown key, wrong type, out of range,  | exit 1, one line naming key, value, what is       | nothing written                        |
+|   presize < size, unknown source/arch, bad digits,  |   allowed, before any work                        |                                        |
+|   a stand-in too small for one training batch       |                                                   |                                        |
+| the same through ``dvc repro``                      | stop at check_params, before any stage runs       | every output's every file as it was    |
+| stage killed part-way (SIGTERM, SIGKILL)            | the next ``dvc repro`` completes                  | the committed results untouched until  |
+|                                                     |                                                   |   then; no temporaries afterwards      |
+| Ctrl-C (SIGINT) in a stage                          | one line, ``interrupted; committed results        | every output as it was; no temporaries |
+|                                                     |   untouched``, exit 130                           |                                        |
+| stage failing part-way (lr_find diverges at once)   | exit 1, one line                                  | its last good outputs, unchanged       |
+| download: no network, 404, md5 mismatch, truncated  | exit 1, one line naming the URL and how to switch | data/ as it was (test_download.py)     |
+|   archive, ``../``, absolute or link members         |   to ``source: sample``                           |                                        |
+| download interrupted mid-file                       | exit 1, one line naming the URL                   | data/ as it was                        |
+| corrupt or odd images (PNG/GIF/CMYK/RGBA/broken,    | decoded or counted as skipped and named           | metrics/data/pets.json lists them      |
+|   a decompression bomb: test_pets.py)               |                                                   |                                        |
+| more than 5% of the images undecodable, or all      | exit 1, one line with the count and first files   | the last good presized data            |
+| unwritable output path (read-only data/, a file     | exit 1, one line naming the path                  | no traceback                           |
+|   where a folder belongs)                           |                                                   |                                        |
+| corrupt prepared data                               | exit 1, one line naming the file and the fix      | the stage's last good outputs          |
+| a checkpoint carrying pickled code                  | refused by ``weights_only=True``, exit 1          | the code never runs                    |
+| a Git repository with no commit yet (``git init``)  | training stages run (dvclive issue #522)          | metrics written                        |
+
+A training split smaller than one batch, beyond what the params check can know, is refused by the Learner
+(test_learnability.py); a hostile image given to ``predict`` is one line (test_predict_export.py).
 """
 
 from __future__ import annotations
