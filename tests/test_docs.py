@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_dvc_yaml import lookup
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -252,13 +253,6 @@ RESULT_MODELS = {  # the words a row's model cell starts with -> the params key 
 }
 
 
-def param(dotted: str):
-    node = PARAMS
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def test_every_figure_in_the_results_table_is_the_committed_one():
     rows = first_table(section(text(README), "Results"))
     shown_keys = set()
@@ -284,7 +278,7 @@ def test_every_figure_in_the_results_table_is_the_committed_one():
         assert f"({train:,} / {valid:,})" in row["data (train / valid)"], row
         for start, (dotted, pattern) in RESULT_MODELS.items():
             if row["model"].startswith(start):
-                assert int(re.search(pattern, row["model"]).group(1)) == param(dotted), row["model"]
+                assert int(re.search(pattern, row["model"]).group(1)) == lookup(dotted), row["model"]
         book = {"mnist_pixel_l1_accuracy": "pixel_l1", "pets_error_rate": "pets_error_rate"}.get(
             key, key.removeprefix("mnist_").removesuffix("_accuracy")
         )
@@ -445,7 +439,7 @@ def test_the_main_rows_of_the_exp_show_tables_are_the_committed_figures_and_para
             if column in SUMMARY:
                 assert float(shown) == pytest.approx(round(SUMMARY[column], 5), abs=1e-9), column
             elif column.startswith("mnist_models.") or column in PARAMS:
-                assert float(shown) == float(param(column)), column
+                assert float(shown) == float(lookup(column)), column
 
 
 COMPARE_KEYS = {
