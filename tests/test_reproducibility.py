@@ -8,6 +8,7 @@ them, so the outputs, dvc.lock and the committed metrics stay exactly as they we
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from stages.core.cpu import exact_sqrt
 from stages.learner.optimizer import adam, param_groups
 from stages.mnist import pixel_similarity
 from stages.pets import augment
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The stages that compute with torch, and those that use worker processes (the stand-in, presizing, data loading),
 # in two groups that two test processes can rerun side by side.
@@ -113,3 +116,22 @@ def test_no_stage_computes_with_torchs_cpu_square_root(monkeypatch):
     perturbed = what_the_pipeline_computes_with_a_square_root()
     for name, value in reference.items():
         assert torch.equal(perturbed[name], value), name
+
+
+def test_pngs_carry_no_software_version(tmp_path):
+    """A PNG that named matplotlib's version would change its bytes, and dvc.lock, with every matplotlib release."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from stages.core import evaluation
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    evaluation.save_figure(fig, tmp_path / "figure.png")
+    committed = sorted((ROOT / "metrics").rglob("*.png"))
+    assert committed
+    for path in [tmp_path / "figure.png", *committed]:
+        with Image.open(path) as image:
+            assert not any(
+                "software" in key.lower() or "matplotlib" in str(value).lower() for key, value in image.info.items()
+            ), (path, image.info)
