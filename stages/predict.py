@@ -108,9 +108,13 @@ def main(model_name: str, images: list[str], *, top_k: int, device_name: str) ->
 
 def at_least_one(text: str) -> int:
     """``--top-k``: 0 classes would print an empty answer and succeed."""
-    if not text.strip().lstrip("+").isdigit() or int(text) < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer of at least 1")
-    return int(text)
+    return value
 
 
 def cli(argv: list[str] | None = None) -> None:

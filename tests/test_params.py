@@ -59,3 +59,10 @@ def test_invalid_yaml_is_a_user_error(tmp_path):
 def test_missing_file_says_where_to_run_from(tmp_path):
     with pytest.raises(UserError, match="not found"):
         params.load(["source"], tmp_path / "params.yaml")
+
+
+def test_a_stage_reading_one_block_of_a_rule_checks_the_rule_whole(tmp_path):
+    """train_pets reads pets_model, not pets; run on its own it still refuses a crop larger than the presize."""
+    path = write(tmp_path, lambda t: t["pets_model"].update(size=500))
+    with pytest.raises(UserError, match=r"pets_model.size: 500 is not allowed; expected at most pets.presize"):
+        params.load(["pets_model.size"], path, schema=SCHEMA)

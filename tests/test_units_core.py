@@ -821,11 +821,18 @@ def test_validate_reports_the_first_problem_and_counts_the_rest_in_one_line():
 
 
 def test_validate_checks_only_the_blocks_a_stage_reads_and_the_rules_among_them():
-    """``blocks``: those blocks only (others may be anything); a rule applies once every block it reads is checked."""
-    schema.validate({"a": {"b": 9}, "c": "x", "other": 1}, SPEC, blocks={"a"})  # the rule also reads c: not applied
+    """``blocks``: those blocks, and the other blocks of every rule on one of them (others may be anything)."""
+    with pytest.raises(UserError) as err:  # the rule reads a and c: c is checked with a, and the rule applied
+        schema.validate({"a": {"b": 9}, "c": "x", "other": 1}, SPEC, blocks={"a"})
+    assert str(err.value) == "params.yaml: a.b: rule broken"
+    with pytest.raises(UserError) as err:
+        schema.validate({"a": {"b": 9}, "c": 5, "other": 1}, SPEC, blocks={"a"})
+    assert str(err.value).startswith("params.yaml: c: 5 is not allowed")
     with pytest.raises(UserError) as err:
         schema.validate({"a": {"b": 9}, "c": "x", "other": 1}, SPEC, blocks={"a", "c"})
     assert str(err.value) == "params.yaml: a.b: rule broken"
+    with pytest.raises(KeyError, match="no schema for params blocks"):
+        schema.validate({"a": {"b": 1}, "c": "x"}, SPEC, blocks={"zz"})
     with pytest.raises(UserError) as err:
         schema.validate({"c": "x"}, SPEC, blocks={"a", "c"})
     assert str(err.value) == "params.yaml: a: missing"

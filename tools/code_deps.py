@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if new == text:
         return 0
     if args.check:
+        print(
+            "dvc.yaml: the code deps are not as tools/code_deps.py writes them (the list or its order); run "
+            "'python tools/code_deps.py'",
+            file=sys.stderr,
+        )
         old, now = yaml.safe_load(text)["stages"], yaml.safe_load(new)["stages"]
         for name in now:
             was = [d for d in old[name].get("do", old[name])["deps"] if d.startswith("stages/")]

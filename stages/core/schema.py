@@ -127,8 +127,15 @@ def _walk(tree: Any, schema: Any, *, prefix: str, errors: list[str]) -> None:
 
 def validate(tree: Any, schema: Schema, *, blocks: set[str] | None = None, source: str = "params.yaml") -> None:
     """Raise one UserError naming the first problem (and counting the rest), or return. ``blocks`` None checks the
-    whole file against ``schema``, unknown top-level keys included; otherwise only those blocks."""
+    whole file against ``schema``, unknown top-level keys included; otherwise those blocks, and the other blocks of
+    every rule on one of them (``pets_model.size`` is checked against ``pets.presize`` wherever either is read)."""
     errors: list[str] = []
+    if blocks is not None:
+        for needs, _ in schema.rules:
+            blocks = blocks | needs if needs & blocks else blocks
+        unknown = blocks - set(schema.blocks)
+        if unknown:  # a stage's SCHEMA must cover its PARAMS: a programming error, not the user's
+            raise KeyError(f"no schema for params blocks {sorted(unknown)}: add their room's SCHEMA to the stage's")
     if blocks is None:
         _walk(tree, schema.blocks, prefix="", errors=errors)
         blocks = set(schema.blocks)

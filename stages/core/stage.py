@@ -1,8 +1,7 @@
 """Running a stage module: ``python -m stages.<name> [--help]``.
 
 Every stage module ends with ``stage.run(main, __doc__, PARAMS, SCHEMA)``. ``--help`` prints the module's docstring
-(what
-the stage reads, what it writes, which params it uses) and exits 0 before anything is read or written. An unknown
+(what the stage reads, what it writes, which params it uses) and exits 0 before anything is read or written. An unknown
 argument, a bad params.yaml or any other problem the user can fix is one ``error:`` line and a non-zero exit.
 """
 

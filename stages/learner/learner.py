@@ -191,13 +191,14 @@ class Learner:
     opt: torch.optim.Optimizer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        for name, data in (("training", self.dls.train), ("validation", self.dls.valid)):
-            if len(data) == 0:  # an epoch of no batch: lr_find's cycling over it would never return
-                raise UserError(
-                    f"the {name} data makes no batch: {_items(data)} images, fewer than one batch of "
-                    f"{_batch_size(data)} (the last, smaller training batch is dropped); lower the "
-                    "batch size in params.yaml or use more images"
-                )
+        if len(self.dls.train) == 0:  # an epoch of no batch: lr_find's cycling over it would never return
+            raise UserError(
+                f"the training data makes no batch: {_items(self.dls.train)} images, fewer than one batch of "
+                f"{_batch_size(self.dls.train)} (the last, smaller training batch is dropped); lower the batch size "
+                "in params.yaml or use more images"
+            )
+        if len(self.dls.valid) == 0:
+            raise UserError("the validation data makes no batch: 0 images; raise valid_pct or use more images")
         self.model = distributed.prepare(self.compute.prepare(self.model), self.world)
 
     # --- fastai's schedules ----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def check_skipped(skipped: list[str], total: int, folder: Path) -> None:
     """Refuse a presizing that kept nothing, or skipped more than ``MAX_SKIPPED_SHARE`` of the images."""
     if total == 0:
         raise UserError(f"{folder}: no labelled images (<breed>_<n>.jpg) found")
-    if len(skipped) == total or len(skipped) > MAX_SKIPPED_SHARE * total:
+    if len(skipped) > MAX_SKIPPED_SHARE * total:  # all skipped is more than that too
         first = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         raise UserError(
             f"{folder}: {len(skipped)} of {total} images cannot be decoded (at most "
