@@ -131,7 +131,7 @@ def test_bad_params_stop_a_stage_process_the_same_way(tmp_path):
         assert BAD_PARAMS[2][1] in one_error_line(result.stderr, result.returncode)
     assert not (project / "data").exists() and not (project / "metrics").exists()
     set_params(project / "params.yaml", {"fine_tune.base_lr": "auto", "pets.valid_pct": 1.5, "source": "internet"})
-    result = run_stage(project, "stages.train_pets")  # reads source, not pets: one line about source only
+    result = run_stage(project, "stages.fetch_mnist")  # reads source and mnist, not pets: one line about source only
     line = one_error_line(result.stderr, result.returncode)
     assert "source: 'internet' is not allowed" in line and "pets.valid_pct" not in line
 
