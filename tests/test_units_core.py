@@ -306,6 +306,7 @@ def tar_with(tmp_path: Path, info: tarfile.TarInfo, data: bytes = b"") -> Path:
         (tarfile.LNKTYPE, "link member 'x'"),
         (tarfile.FIFOTYPE, "special member 'x'"),
         (tarfile.CHRTYPE, "special member 'x'"),
+        (tarfile.BLKTYPE, "special member 'x'"),
     ],
 )
 def test_links_and_special_files_are_refused_by_name(tmp_path, kind, problem):
