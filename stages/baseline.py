@@ -6,24 +6,28 @@ Writes: metrics/baseline/metrics.json          accuracy per distance <d> (l1, l2
         metrics/baseline/confusion_<d>.png, metrics/baseline/mean_images.png
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
-
-from stages.core import atomic, cpu, evaluation, stage
-from stages.mnist import pixel_similarity
+from stages.core import stage
 from stages.mnist import schema as mnist_schema
-from stages.mnist.data import load_split
 
-PARAMS = ["compute.cpu_threads", "baseline.distances"]
+if TYPE_CHECKING:
+    import torch
+
+PARAMS = ["compute.numerics", "compute.cpu_threads", "baseline.distances"]
 SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
 DATA = Path("data/mnist")
 OUT = Path("metrics/baseline")
 
 
 def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from stages.core import evaluation
+
     fig, axes = plt.subplots(1, len(classes), figsize=(1.6 * len(classes), 1.9), squeeze=False)
     for ax, mean, name in zip(axes[0], means, classes):
         ax.imshow(mean.numpy(), cmap="Greys")
@@ -33,6 +37,13 @@ def plot_means(means: torch.Tensor, classes: list[str], path: Path) -> None:
 
 
 def main(p: dict) -> None:
+    import numpy as np
+    import torch
+
+    from stages.core import atomic, cpu, evaluation
+    from stages.mnist import pixel_similarity
+    from stages.mnist.data import load_split
+
     cpu.use_threads(p["compute.cpu_threads"])
     train_x, train_y, _ = load_split(DATA, "train")
     valid_x, valid_y, valid_ids = load_split(DATA, "valid")

@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 from stages.core import atomic, download, stage
-from stages.mnist import data
 from stages.mnist import schema as mnist_schema
 
 PARAMS = ["source", "mnist.download"]
@@ -17,6 +16,8 @@ OUT = Path("data/raw/mnist")
 
 
 def main(p: dict) -> None:
+    from stages.mnist import data  # numpy and pandas: after the command line is parsed
+
     with atomic.output_dir(OUT) as tmp:
         if p["source"] == "sample":
             images, labels = data.read_sample()

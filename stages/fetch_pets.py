@@ -11,7 +11,6 @@ from pathlib import Path
 
 from stages.core import atomic, download, settings, stage
 from stages.pets import schema as pets_schema
-from stages.pets import standin
 
 PARAMS = ["source", "pets.download", "pets.standin"]
 SCHEMA = pets_schema.SCHEMA  # the blocks PARAMS are in
@@ -21,6 +20,8 @@ OUT = Path("data/raw/pets")
 def main(p: dict) -> None:
     with atomic.output_dir(OUT) as tmp:
         if p["source"] == "sample":
+            from stages.pets import standin  # numpy and Pillow: after the command line is parsed
+
             standin.generate(tmp, **p["pets.standin"], workers=settings.workers())
         else:  # full (the schema allows nothing else)
             spec = p["pets.download"]

@@ -9,16 +9,8 @@ Writes: metrics/pets/interpret/predictions.csv     item (image file), actual and
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-
-from stages.core import atomic, checkpoint, evaluation, stage
-from stages.core.devices import Compute
-from stages.learner import interpret
+from stages.core import stage
 from stages.learner import schema as learner_schema
-from stages.learner.learner import evaluate, loader
-from stages.pets import augment, data, model
 
 PARAMS = ["compute", "interpret"]
 SCHEMA = learner_schema.SCHEMA  # the blocks PARAMS are in
@@ -27,6 +19,16 @@ OUT = Path("metrics/pets/interpret")
 
 
 def main(p: dict) -> None:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from stages.core import atomic, checkpoint, evaluation
+    from stages.core.devices import Compute
+    from stages.learner import interpret
+    from stages.learner.learner import evaluate, loader
+    from stages.pets import augment, data, model
+
     settings, compute = p["interpret"], Compute.from_params(p["compute"])
     saved = checkpoint.load(MODEL, rerun="train_pets")
     classes = saved["classes"]

@@ -9,17 +9,9 @@ Writes: metrics/pets/lr_find/curve.csv         lr, log10 lr and smoothed loss of
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from stages.core import atomic, evaluation, stage
-from stages.core.devices import Compute
-from stages.learner import lr_find
+from stages.core import stage
 from stages.learner import schema as learner_schema
 from stages.pets import schema as pets_schema
-from stages.pets.data import read_index
-from stages.pets.learner import pets_learner, wants_pretrained
 
 PARAMS = ["source", "compute", "pets_model", "lr_find"]
 SCHEMA = pets_schema.SCHEMA | learner_schema.SCHEMA  # the blocks PARAMS are in
@@ -27,6 +19,10 @@ OUT = Path("metrics/pets/lr_find")
 
 
 def plot(path: Path, lrs: list[float], losses: list[float], *, suggestions: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    from stages.core import evaluation
+
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs[:-5] or lrs, losses[:-5] or losses)  # fastai leaves out the last 5 points
     for name, s in suggestions.items():
@@ -40,6 +36,10 @@ def sweep(p: dict) -> tuple[list[float], list[float]]:
     """The learner lives only while it sweeps, so its loader workers stop before the outputs are written: matplotlib
     leaves a reference cycle through the frames that save a figure, which would keep a learner in ``main`` (and its
     workers) alive until exit (docs/design-notes.md)."""
+    from stages.core.devices import Compute
+    from stages.pets.data import read_index
+    from stages.pets.learner import pets_learner, wants_pretrained
+
     cfg, finder = p["pets_model"], p["lr_find"]
     pretrained = wants_pretrained(cfg["weights"], p["source"])
     learn = pets_learner(cfg, pretrained, Compute.from_params(p["compute"]), classes=read_index()["classes"])
@@ -49,6 +49,12 @@ def sweep(p: dict) -> tuple[list[float], list[float]]:
 
 
 def main(p: dict) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from stages.core import atomic
+    from stages.learner import lr_find
+
     finder = p["lr_find"]
     lrs, losses = sweep(p)
     suggestions = lr_find.suggest(lrs, losses, finder["num_it"])

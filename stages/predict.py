@@ -20,20 +20,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image, ImageOps
-
 from stages.core import stage
 from stages.mnist import MODELS
-from stages.pets import presize
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy, Pillow and torch load after the command line is parsed: --help answers at once
     import torch
+    from PIL import Image
 
 CHOICES = ["pets"] + [f"mnist/{name}" for name in MODELS]
 
 
 def read_image(path: Path) -> Image.Image:
+    from PIL import Image
+
+    from stages.pets import presize
+
     if not path.is_file():
         raise stage.UserError(f"{path}: no such file")
     try:
@@ -47,10 +48,11 @@ def read_image(path: Path) -> Image.Image:
 
 
 def pets_probabilities(paths: list[Path], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    import numpy as np
     import torch
 
     from stages.core import checkpoint
-    from stages.pets import augment, model
+    from stages.pets import augment, model, presize
 
     saved = checkpoint.load(Path("data/models/pets/model.pt"), rerun="train_pets")
     net = model.build(saved["arch"], pretrained=False, n_classes=len(saved["classes"]))
@@ -68,7 +70,9 @@ def pets_probabilities(paths: list[Path], device: torch.device) -> tuple[torch.T
 
 
 def mnist_probabilities(name: str, images: list[Image.Image], device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    import numpy as np
     import torch
+    from PIL import Image, ImageOps
 
     from stages.core import checkpoint
     from stages.mnist.recipes import model_for

@@ -9,10 +9,7 @@ no official split, so it is split stratified by ``mnist.valid_pct`` and ``mnist.
 
 from pathlib import Path
 
-import numpy as np
-
 from stages.core import atomic, stage
-from stages.mnist import data
 from stages.mnist import schema as mnist_schema
 
 PARAMS = ["mnist.digits", "mnist.valid_pct", "mnist.seed"]
@@ -23,6 +20,10 @@ COUNTS = Path("metrics/data/mnist.json")
 
 
 def main(p: dict) -> None:
+    import numpy as np
+
+    from stages.mnist import data
+
     split_data = data.select_and_split(
         data.load_raw(RAW), list(p["mnist.digits"]), valid_pct=p["mnist.valid_pct"], seed=p["mnist.seed"], source=RAW
     )

@@ -10,10 +10,8 @@ Worker processes: PIPELINE_WORKERS (stages/core/settings.py); the results are th
 
 from pathlib import Path
 
-import numpy as np
-
 from stages.core import atomic, settings, stage
-from stages.pets import layout, presize
+from stages.pets import layout
 from stages.pets import schema as pets_schema
 
 PARAMS = ["pets.split", "pets.valid_pct", "pets.seed", "pets.presize"]
@@ -24,6 +22,10 @@ SUMMARY = Path("metrics/data/pets.json")
 
 
 def main(p: dict) -> None:
+    import numpy as np
+
+    from stages.pets import presize
+
     images_dir = RAW / "images"
     if not images_dir.is_dir():
         raise stage.UserError(f"{images_dir}: not found; run 'dvc repro fetch_pets' first")

@@ -16,15 +16,9 @@ Writes: metrics/mnist/<model>/metrics.json               accuracy with its 95% i
 import time
 from pathlib import Path
 
-from stages.core import atomic, checkpoint, evaluation, stage
-from stages.core.devices import Compute
-from stages.core.live import TrainingLog
-from stages.learner import distributed
-from stages.learner.learner import decode
+from stages.core import stage
 from stages.mnist import MODELS
 from stages.mnist import schema as mnist_schema
-from stages.mnist.data import Digits
-from stages.mnist.recipes import RECIPES
 
 PARAMS = ["compute", "mnist_models.{model}"]
 SCHEMA = mnist_schema.SCHEMA  # the blocks PARAMS are in
@@ -34,6 +28,14 @@ MODELS_OUT = Path("data/models/mnist")
 
 
 def main(p: dict, model: str) -> None:
+    from stages.core import atomic, checkpoint, evaluation
+    from stages.core.devices import Compute
+    from stages.core.live import TrainingLog
+    from stages.learner import distributed
+    from stages.learner.learner import decode
+    from stages.mnist.data import Digits
+    from stages.mnist.recipes import RECIPES
+
     cfg, compute = p[f"mnist_models.{model}"], Compute.from_params(p["compute"])
     digits = Digits.load(DATA)
 

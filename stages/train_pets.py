@@ -18,19 +18,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from stages.core import atomic, checkpoint, stage
-from stages.core.devices import Compute
-from stages.core.evaluation import proportion
-from stages.core.live import TrainingLog
-from stages.learner import distributed
+from stages.core import stage
 from stages.learner import schema as learner_schema
-from stages.learner.interpret import show_batch
-from stages.pets import augment
 from stages.pets import schema as pets_schema
-from stages.pets.data import PresizedPets, read_index
-from stages.pets.learner import pets_learner, wants_normalized, wants_pretrained
 
 PARAMS = ["source", "compute", "pets_model", "fine_tune"]
 SCHEMA = pets_schema.SCHEMA | learner_schema.SCHEMA  # the blocks PARAMS are in
@@ -52,6 +42,12 @@ def resolve_base_lr(setting) -> float:
 
 def plot_show_batch(path: Path, cfg: dict, *, classes: list[str], normalized: bool) -> None:
     """The first training images through a copy of the augmentation: training's own randomness is left alone."""
+    import torch
+
+    from stages.learner.interpret import show_batch
+    from stages.pets import augment
+    from stages.pets.data import PresizedPets
+
     train = PresizedPets("train")
     images = [train[i] for i in range(min(SHOW_BATCH, len(train)))]
     batch = torch.stack([image for image, _ in images])
@@ -63,6 +59,14 @@ def plot_show_batch(path: Path, cfg: dict, *, classes: list[str], normalized: bo
 
 
 def main(p: dict) -> None:
+    from stages.core import atomic, checkpoint
+    from stages.core.devices import Compute
+    from stages.core.evaluation import proportion
+    from stages.core.live import TrainingLog
+    from stages.learner import distributed
+    from stages.pets.data import read_index
+    from stages.pets.learner import pets_learner, wants_normalized, wants_pretrained
+
     cfg, schedule = p["pets_model"], dict(p["fine_tune"])
     compute = Compute.from_params(p["compute"])
     pretrained = wants_pretrained(cfg["weights"], p["source"])

@@ -351,7 +351,7 @@ def test_the_training_loop_lets_the_augmentation_reuse_its_output():
     augmentation = augment.BatchAugment(augment.AugTransforms(24), seed=0, normalize=True)
     model(torch.zeros(1, 3, 24, 24))  # the lazy layer's shape
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    cpu = Compute.from_params({"device": "cpu", "precision": "auto", "cpu_threads": 2})
+    cpu = Compute.from_params({"device": "cpu", "precision": "auto", "numerics": "portable", "cpu_threads": 2})
     train_step(model, batch, targets, loss_func=nn.CrossEntropyLoss(), opt=opt, compute=cpu, tfm=augmentation)
     assert not augment._held_elsewhere(augmentation._scratch["output"])
 

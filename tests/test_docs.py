@@ -223,7 +223,7 @@ def test_the_stages_table_is_dvc_yaml_stage_for_stage():
 def test_every_stage_module_exists_and_the_commands_named_are_not_stages():
     for name in DVC_YAML["stages"]:
         assert (ROOT / f"stages/{name}.py").is_file()
-    for command in ("predict", "compare"):
+    for command in ("predict", "compare", "review"):
         assert (ROOT / f"stages/{command}.py").is_file() and command not in DVC_YAML["stages"]
 
 
@@ -448,7 +448,7 @@ COMPARE_KEYS = {
     "mnist linear": "mnist_linear_accuracy",
     "mnist simple_net": "mnist_simple_net_accuracy",
     "mnist resnet18": "mnist_resnet18_accuracy",
-    "pets": "pets_accuracy",
+    "pets": "pets_error_rate",  # compare prints the accuracy: one minus it
 }
 
 
@@ -462,7 +462,9 @@ def test_the_committed_side_of_each_compare_shown_is_the_committed_accuracy():
         for line in lines[1:]:
             name, rest = re.match(r"(.+?)  +(\d.*)", line).groups()
             shown = re.match(r"([\d.]+)% ->", rest).group(1)
-            assert same_figure(shown, 100 * SUMMARY[COMPARE_KEYS[name]]), line
+            key = COMPARE_KEYS[name]
+            accuracy = 1 - SUMMARY[key] if key.endswith("error_rate") else SUMMARY[key]
+            assert same_figure(shown, 100 * accuracy), line
             checked += 1
     assert checked >= len(COMPARE_KEYS)
 
@@ -471,6 +473,16 @@ def test_the_readme_review_commands_are_those_the_reviewing_transcript_ran():
     ran = console_commands(REVIEWING)
     block = code_blocks(section(text(README), "Reviewing a change"))[0]
     commands = [line.split("  #")[0].removeprefix("./with-env ").strip() for line in block.splitlines()]
-    assert len(commands) == 3
+    assert len(commands) == 5
     for command in commands:
         assert command in ran, f"README's {command!r} is not in docs/reviewing.md's transcript"
+
+
+def test_the_dag_drawn_in_the_docs_is_dvcs_less_the_params_check():
+    drawn = next(block for block in code_blocks(text(ROOT / "docs/pipeline.md")) if block.startswith("flowchart"))
+    dag = subprocess.run(["dvc", "dag", "--mermaid"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    lines = [line.strip() for line in dag.splitlines() if line.strip()]
+    check = next(m[1] for line in lines if (m := re.match(r'(node\d+)\["check_params"\]', line)))
+    expected = [line for line in lines if not re.search(rf"\b{check}\b", line)]
+    assert [line.strip() for line in drawn.splitlines() if line.strip()] == expected
+    assert len(expected) > 20  # 13 stages and their edges

@@ -28,7 +28,7 @@ def expand(stages: dict) -> dict:
 
 
 STAGES = expand(DVC_YAML["stages"])
-USER_COMMANDS = {"predict", "compare"}  # modules in stages/ that are not stages
+USER_COMMANDS = {"predict", "compare", "review"}  # modules in stages/ that are not stages
 
 
 def stage_module(stage: dict) -> str:
@@ -160,3 +160,24 @@ def test_every_declared_key_exists_and_every_param_is_read_by_a_stage():
     walk(PARAMS, "")
     unread = [leaf for leaf in leaves if not covered(leaf, declared)]
     assert unread == [], f"params.yaml keys no stage declares: {unread}"
+
+
+def test_every_plot_labels_its_axes_and_each_confusion_matrix_is_declared_once():
+    """A reviewer reads `dvc plots diff`: no axis reads "y", and no model has its confusion matrix twice."""
+    defined = [next(iter(entry.items())) if isinstance(entry, dict) else (entry, None) for entry in DVC_YAML["plots"]]
+    for name, spec in defined:
+        if spec is not None:  # an image is its own picture; a data plot names what each axis shows
+            assert spec.get("x_label") and spec.get("y_label"), f"plot {name!r} has an unlabelled axis"
+    images = [name for name, spec in defined if spec is None]
+    assert not [name for name in images if "confusion" in name], "a confusion matrix is declared as a Vega plot"
+    confusion_sources = [
+        next(iter(spec["y"])) + ":" + next(iter(spec["y"].values()))
+        for _, spec in defined
+        if spec and spec.get("template") == "confusion"
+    ]
+    assert len(confusion_sources) == len(set(confusion_sources)) == 6  # pixel L1, L2, three MNIST models, Pets
+
+
+def test_the_only_declared_metrics_are_the_summary():
+    declared = [path for stage in STAGES.values() for entry in stage.get("metrics", []) for path in entry]
+    assert declared == ["metrics/summary.json"] and "metrics" not in DVC_YAML

@@ -78,6 +78,8 @@ BAD_PARAMS = [
     ({"mnist_models.linear.epochs": "10"}, "mnist_models.linear.epochs: '10' is not allowed; expected an integer"),
     ({"compute.device": "gpu"}, "compute.device: 'gpu' is not allowed"),
     ({"compute.cpu_threads": 0}, "compute.cpu_threads: 0 is not allowed"),
+    ({"compute.numerics": "fast"}, "compute.numerics: 'fast' is not allowed; expected one of ['portable', 'native']"),
+    ({"compute.cpu_threads": "auto"}, "compute.cpu_threads: 'auto' needs compute.numerics: native"),
     ({"pets.standin.min_side": 81}, "pets.standin.min_side: 81 is not allowed; expected at most max_side (80)"),
     (
         {"lr_find.start_lr": 10, "lr_find.end_lr": 10},
@@ -103,6 +105,8 @@ BAD_IDS = [
     "type",
     "device",
     "threads",
+    "numerics",
+    "auto-threads-portable",
     "min_side>max_side",
     "start_lr>=end_lr",
     "batch>train",

@@ -45,9 +45,12 @@ def test_second_repro_runs_nothing(clone):
 
 
 def test_metrics_and_plots_are_declared_for_dvc(built):
+    """One declared metrics file, the decision figures, each once; one confusion matrix per model (Vega)."""
     shown = json.loads(dvc(built, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
-    assert "metrics/summary.json" in files and "metrics/baseline/metrics.json" in files
+    assert set(files) == {"metrics/summary.json"}
+    summary = files["metrics/summary.json"]["data"]
+    assert list(summary)[:4] == ["pets_error_rate", "pets_error_rate_low", "pets_error_rate_high", "pets_top5_accuracy"]
     plots = json.loads(dvc(built, "plots", "show", "--json").stdout)["data"]
     assert {
         "baseline_confusion_l1",
@@ -55,6 +58,7 @@ def test_metrics_and_plots_are_declared_for_dvc(built):
         "mnist_confusion_resnet18",
         "metrics/baseline/mean_images.png",
     } <= set(plots)
+    assert not [name for name in plots if "confusion" in name and name.endswith(".png")]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +88,7 @@ def status_project(tmp_path_factory, built):
         ({"mnist_models.resnet18.epochs": 2}, {"train_mnist@resnet18"}),
         ({"compute.device": "cpu"}, MODELS | PETS_TRAINING),
         ({"compute.cpu_threads": 2}, {"baseline"} | MODELS | PETS_TRAINING),  # the tiny project's is 1
+        ({"compute.numerics": "native"}, {"baseline"} | MODELS | PETS_TRAINING),
         ({"source": "full"}, {"fetch_mnist", "fetch_pets", "lr_find_pets", "train_pets", "report"}),
     ],
     ids=[
@@ -101,6 +106,7 @@ def status_project(tmp_path_factory, built):
         "resnet18-epochs",
         "device",
         "cpu-threads",
+        "numerics",
         "source",
     ],
 )
@@ -204,6 +210,8 @@ def test_pets_metrics_carry_intervals_and_the_summary_flat_keys(built):
     summary = json.loads((built / "metrics/summary.json").read_text())
     assert {"pets_error_rate_low", "pets_error_rate_high", "mnist_linear_accuracy_low"} <= set(summary)
     assert all(not isinstance(v, (dict, list)) for v in summary.values())
+    # each figure once: not the accuracy beside the error rate, no per-class figures or counts
+    assert "pets_accuracy" not in summary and not [key for key in summary if "per_class" in key or "correct" in key]
     report = (built / "metrics/report.md").read_text()
     assert f"[{summary['pets_error_rate_low']:.3f}, {summary['pets_error_rate_high']:.3f}]" in report
 

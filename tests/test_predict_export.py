@@ -4,6 +4,7 @@ program (``learn.export``), which loads without this repository's code."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,3 +133,53 @@ def test_the_exported_program_loads_without_this_repository_and_predicts_as_the_
         np.testing.assert_allclose(exported["probability"], recorded["probability"], atol=1e-5)
     meta = json.loads((built / "data/export/pets/pets.json").read_text())
     assert meta["classes"] == exported["classes"] and meta["presize"] == valid.presize == exported["presize"]
+
+
+def readme_export_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    snippets = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "model.pt2" in block]
+    assert len(snippets) == 1, "the README shows one snippet for the exported program"
+    return snippets[0]
+
+
+def test_the_readme_snippet_runs_as_written_without_this_repository_and_says_what_predict_says(built, tmp_path):
+    """The README's snippet, its image swapped for one of the built project's, in an isolated interpreter (-I: no
+    current directory or PYTHONPATH on sys.path, so nothing of this repository can load); any image size goes in."""
+    recorded = pd.read_csv(built / "metrics/pets/interpret/predictions.csv")
+    sizes = {}
+    for item in recorded["item"]:
+        with Image.open(built / "data/raw/pets/images" / item) as image:
+            sizes[item] = image.size
+    landscape = next(item for item, (w, h) in sizes.items() if w > h)  # Pillow's pass order is the program's
+    snippet = readme_export_snippet().replace(
+        "data/raw/pets/images/Abyssinian_22.jpg", f"data/raw/pets/images/{landscape}"
+    )
+    assert landscape in snippet
+    guard = "\nimport sys\nassert not any(n == 'stages' or n.startswith('stages.') for n in sys.modules)\n"
+    result = subprocess.run([sys.executable, "-I", "-c", snippet + guard], cwd=built, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    said = predict(built, "--top-k", "1", f"data/raw/pets/images/{landscape}")
+    assert said.returncode == 0, said.stderr
+    predicted, probability = said.stdout.split(": ", 1)[1].split()
+    assert result.stdout.split() == [predicted, probability]
+
+
+def test_the_exported_program_takes_any_image_size_and_presizes_as_presize_pets(built):
+    from stages.pets import inference
+
+    program = torch.export.load(built / "data/export/pets/model.pt2").module()
+    # presize_pets's presize_image is Pillow's ImageOps.fit (on a draft-decoded JPEG): the program must match it
+    meta = json.loads((built / "data/export/pets/pets.json").read_text())
+    rng = np.random.default_rng(0)
+    for height, width in [(31, 77), (64, 64), (120, 45), (9, 8), (300, 200)]:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        # smooth it a little, so that it is an image rather than noise
+        pixels = np.clip(np.cumsum(pixels.astype(int) - 127, 1) // 6 + 128, 0, 255).astype(np.uint8)
+        batch = torch.from_numpy(pixels).permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+        probabilities = program(batch)  # no inference_mode: detached all the same
+        assert probabilities.shape == (2, len(meta["classes"])) and not probabilities.requires_grad
+        assert torch.allclose(probabilities.sum(1), torch.ones(2), atol=1e-5)
+        presized = inference.fit_like_pil(batch[:1], meta["presize"])[0].permute(1, 2, 0).numpy()
+        by_pillow = np.asarray(ImageOps.fit(Image.fromarray(pixels), (meta["presize"],) * 2, Image.Resampling.BILINEAR))
+        levels = np.abs(presized.astype(int) - by_pillow).max()
+        assert levels <= (1 if height > width else 0), (height, width, levels)  # see fit_like_pil

@@ -8,11 +8,14 @@ them, so the outputs, dvc.lock and the committed metrics stay exactly as they we
 """
 
 import math
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import changed_stages, committed_files_changed, dvc, set_params
+from conftest import changed_stages, committed_files_changed, dvc, set_params, tracked_outputs
+from dvc.repo import Repo
+from dvc.scm import resolve_rev
 from torch import nn
 
 from stages.core.cpu import exact_sqrt
@@ -64,6 +67,72 @@ def test_worker_counts_are_not_params_and_rerun_nothing(clone):
     # PIPELINE_WORKERS is an environment setting, not a param: DVC sees no change (and the forced rerun above, with
     # one worker where the build used two, wrote the same bytes).
     assert dvc(clone, "status", "--json", env={"PIPELINE_WORKERS": "1"}).stdout.strip() == "{}"
+
+
+# --- compute.numerics: portable (the caps) or native (the machine's own kernels) -------------------------------------
+
+CAPABILITY_UNDER = """
+import json, os, sys
+import stages
+from stages.core import cpu
+cpu.use_numerics(sys.argv[1])
+import torch
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "aten": os.environ.get("ATEN_CPU_CAPABILITY"),
+                  "mkl": os.environ.get("MKL_CBWR")}))
+"""
+
+
+def capability(numerics: str, **env: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")} | env
+    done = subprocess.run(
+        [sys.executable, "-c", CAPABILITY_UNDER, numerics], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_native_numerics_lift_every_cap_and_give_back_the_users_own_settings():
+    import subprocess
+    import sys
+
+    plain = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+    ).stdout.strip()  # fmt: skip
+    portable, native = capability("portable"), capability("native")
+    assert (portable["aten"], portable["mkl"]) == ("avx2", "COMPATIBLE")
+    assert portable["capability"] in ("AVX2", "DEFAULT")  # AVX2 wherever the CPU has it: the cap
+    assert native["capability"] == plain and (native["aten"], native["mkl"]) == (None, None)
+    # A user's own cap is what native gives back (portable overrides it, as ever).
+    assert capability("native", MKL_CBWR="AVX512")["mkl"] == "AVX512"
+    assert capability("portable", MKL_CBWR="AVX512")["mkl"] == "COMPATIBLE"
+
+
+def test_native_numerics_cannot_apply_once_torch_is_loaded():
+    from stages.core import cpu
+    from stages.core.errors import UserError
+
+    cpu.use_numerics("portable")  # what the process already has: nothing to do
+    with pytest.raises(UserError, match="compute.numerics: native cannot apply in this process, which loaded"):
+        cpu.use_numerics("native")
+
+
+def test_a_native_experiment_changes_no_committed_file_and_records_its_numerics(clone):
+    import json
+
+    before = tracked_outputs(clone)
+    dvc(clone, "exp", "run", "--temp", "-n", "native", "-S", "compute.numerics=native", "train_mnist@linear")
+    assert committed_files_changed(clone) == "" and tracked_outputs(clone) == before
+    with chdir(clone), Repo(".") as repo:
+        sha = resolve_rev(repo.scm, "native")
+        info = json.loads(repo.scm.get_fs(sha).read_text("metrics/mnist/linear/metrics.json"))
+    assert info["accuracy"] > 0.5  # it trained; its run_info (in the DVC cache) says numerics native
+    assert changed_stages(clone) == set()  # and portable still describes the workspace
 
 
 # --- the one kernel no cap reaches: torch's CPU square root ------------------------------------------------------

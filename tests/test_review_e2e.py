@@ -4,13 +4,16 @@ remote. One module-wide copy of the built project, with a local-directory DVC re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from contextlib import chdir
 
+import numpy as np
 import pytest
-from conftest import committed_files_changed, dvc, git
+import yaml
+from conftest import ROOT, committed_files_changed, dvc, git, set_params
 from dvc.repo import Repo
 from statsmodels.stats.contingency_tables import mcnemar
 
@@ -116,3 +119,117 @@ def test_push_then_pull_into_a_fresh_clone_runs_nothing(main_branch, tmp_path):
     with chdir(clone), Repo(".") as repo:
         assert repo.status() == {}
         assert repo.reproduce() == []
+
+
+def readme_command(start: str) -> list[str]:
+    """The README's command that starts with ``start`` (after ./with-env), as an argument list."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    (line,) = {m.strip() for m in re.findall(rf"^\./with-env ({re.escape(start)}[^#\n]*)", text, re.M)}
+    return shlex.split(line)
+
+
+SEEDS = {"a-seed-1": ["pets_model.seed=1"], "a-seed-2": ["pets_model.seed=2"]}
+SEEDS |= {
+    "b-seed-1": ["pets_model.seed=1", "fine_tune.epochs=2"],
+    "b-seed-2": ["pets_model.seed=2", "fine_tune.epochs=2"],
+}
+
+
+@pytest.fixture(scope="module")
+def seed_groups(main_branch):
+    """Two recipes (1 or 2 epochs), each run with seeds 1 and 2, queued as docs/reviewing.md shows."""
+    for name, changes in SEEDS.items():
+        dvc(main_branch, "exp", "run", "--queue", "-n", name, *[arg for c in changes for arg in ("-S", c)])
+    dvc(main_branch, "queue", "start", "-j", "2")
+    for name in SEEDS:
+        subprocess.run(["dvc", "queue", "logs", "-f", name], cwd=main_branch, capture_output=True, timeout=600)
+    dvc(main_branch, "queue", "stop", "--kill")
+    found = exp_metrics(main_branch)
+    assert set(SEEDS) <= set(found), dvc(main_branch, "queue", "status").stdout
+    return found
+
+
+def test_the_readme_review_table_fits_160_columns_with_the_headline_leftmost(main_branch, seed_groups):
+    command = readme_command("dvc exp show")
+    shown = subprocess.run(
+        command, cwd=main_branch, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = [line.rstrip() for line in shown.stdout.splitlines() if line.strip()]
+    assert max(map(len, lines)) <= 160, "\n".join(lines)
+    assert "pets_model.seed" in lines[1] and "fine_tune.epochs" in lines[1] and "…" not in shown.stdout
+    # results before inputs, the headline first among the results (the whole table, as CSV)
+    header = dvc(main_branch, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    summary_keys = list(seed_groups["a-seed-1"])
+    metric_columns = [column for column in header if column in summary_keys]
+    assert metric_columns[0] == "pets_error_rate" and metric_columns == summary_keys
+    assert max(header.index(key) for key in summary_keys) < header.index("pets_model.seed")
+
+
+def test_compare_takes_two_groups_of_seeds_and_says_whether_b_is_better(main_branch, seed_groups):
+    group_a, group_b = ["HEAD", "a-seed-1", "a-seed-2"], ["b-seed-1", "b-seed-2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b, "--json"],
+        cwd=main_branch, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    pets = json.loads(result.stdout)["figures"]["pets_error_rate"]
+    committed = json.loads((main_branch / "metrics/summary.json").read_text())
+    runs_a = [committed["pets_error_rate"]] + [seed_groups[n]["pets_error_rate"] for n in group_a[1:]]
+    runs_b = [seed_groups[n]["pets_error_rate"] for n in group_b]
+    assert (pets["runs_a"], pets["runs_b"], pets["images"]) == (3, 2, 29)
+    assert pets["mean_a"] == pytest.approx(np.mean(runs_a), abs=1e-6)
+    assert pets["difference"] == pytest.approx(np.mean(runs_b) - np.mean(runs_a), abs=1e-6)
+    assert pets["difference_low"] <= pets["difference"] <= pets["difference_high"]
+    assert pets["seed_sd_a"] == pytest.approx(np.std(runs_a, ddof=1), abs=1e-6)
+    words = subprocess.run(
+        [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b], cwd=main_branch,
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    line = next(line for line in words.splitlines() if line.startswith("pets_error_rate"))
+    assert "95% CI" in line and "over seeds and the 29 validation images" in line
+    assert any(verdict in line for verdict in ("B is better", "B is worse", "not enough evidence", "no difference"))
+    refused = subprocess.run(
+        [sys.executable, "-m", "stages.compare", "--a", "HEAD", "--b", *group_b], cwd=main_branch,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "at least 2 runs" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def workflow_runs() -> list[str]:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/review.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    return [step["run"] for step in job["steps"] if "run" in step]
+
+
+def test_the_pull_request_workflow_commands_write_the_review_report(main_branch, tmp_path):
+    """Every `run` of .github/workflows/review.yml, in order, in a pull request's checkout: the base branch pushed to
+    the DVC remote, the change a Pets param. GitHub's comment step cannot run here: its body file must be the report."""
+    dvc(main_branch, "push")
+    base = git(main_branch, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    checkout = tmp_path / "pull-request"
+    subprocess.run(["git", "clone", "-q", str(main_branch), str(checkout)], check=True)
+    set_params(checkout / "params.yaml", {"fine_tune.epochs": 2})
+    git(checkout, "commit", "-qam", "two epochs")
+    *runs, comment = workflow_runs()
+    assert comment.startswith("gh pr comment") and "--body-file review/report.md" in comment
+    env = {**os.environ, "GITHUB_BASE_REF": base}
+    logs = []
+    for run in runs:
+        # ./with-env builds the environment these tests already run in
+        done = subprocess.run(
+            ["bash", "-c", run.replace("./with-env ", "")], cwd=checkout, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"{run}\n{done.stdout}\n{done.stderr}"
+        logs.append(done.stdout)
+    assert "Running stage 'train_pets'" in logs[1] and "Running stage 'train_mnist@linear'" not in logs[1]
+    report = (checkout / "review/report.md").read_text()
+    assert report.startswith(f"# Review: origin/{base} → workspace")
+    assert "| `pets_error_rate` |" in report and "- **pets**: " in report and "McNemar p =" in report
+    assert "| `fine_tune.epochs` | 1 | 2 |" in report
+    assert "- Pets error rate per epoch" in report and "- mnist_confusion_linear" not in report
+    assert (checkout / "review/plots/index.html").is_file()
+    assert "review" not in git(checkout, "status", "--porcelain", "--untracked-files=all")  # git-ignored

@@ -60,6 +60,28 @@ def test_help_from_the_command_line_and_a_bad_argument(tmp_path):
     assert bad.stderr.strip() == "error: python -m stages.fetch_pets: unrecognized arguments: --fast (see --help)"
 
 
+HEAVY = ("torch", "torchvision", "numpy", "pandas", "matplotlib", "sklearn", "PIL", "scipy", "dvc")
+LOADED_BY_HELP = """
+import contextlib, io, runpy, sys
+module, heavy = sys.argv[1], sys.argv[2:]
+sys.argv = [module, "--help"]
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    runpy.run_module(module, run_name="__main__")
+print(" ".join(sorted(name for name in heavy if name in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("module", [*MODULES, "stages.compare", "stages.predict"])
+def test_help_answers_before_any_heavy_library_loads(module):
+    """--help in under half a second (torch alone takes seconds to import): nothing heavy loads before the command
+    line is parsed. Checked by what is loaded, not by a clock, so a busy machine cannot fail it or pass it."""
+    shown = subprocess.run(
+        [sys.executable, "-c", LOADED_BY_HELP, module, *HEAVY], cwd=ROOT, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "", f"{module} --help loads {shown.stdout.strip()}"
+
+
 def test_user_commands_answer_help_too(capsys):
     from stages import compare, predict
 

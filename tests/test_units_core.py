@@ -210,7 +210,9 @@ def test_precision_auto_is_mixed_on_a_gpu_only_and_bf16_or_fp32_everywhere(two_g
             ("cpu", "bf16", True),
             ("cuda", "bf16", True),
         ]:
-            compute = Compute.from_params({"device": device, "precision": precision, "cpu_threads": 1})
+            compute = Compute.from_params(
+                {"device": device, "precision": precision, "numerics": "portable", "cpu_threads": 1}
+            )
             assert (compute.device.type, compute.mixed) == (device, mixed), (device, precision)
         assert torch.get_num_threads() == 1  # compute.cpu_threads
     finally:

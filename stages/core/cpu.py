@@ -9,6 +9,10 @@ reproducibility branch, before numpy or torch is loaded (``stages/__init__.py`` 
 The number of intra-op threads also decides the order of sums, so it is a param (``compute.cpu_threads``).
 A user's own setting of these variables is overridden on purpose: it must not change a result.
 
+That is ``compute.numerics: portable``, the default. ``native`` lifts every cap (``use_numerics``, which a stage runs
+after reading its params and before it loads numpy or torch): each library then dispatches to the widest kernels the
+CPU has (AVX-512, AMX), which is faster on a modern server, and the results are that machine's own.
+
 No cap reaches one function: ``Tensor.sqrt`` on the CPU (also ``pow(0.5)`` and ``_foreach_sqrt``) goes through MKL's
 vector math, which is not correctly rounded (one value in six is one bit off) and whose last bit follows the CPU's
 own reciprocal-square-root estimate, which Intel and AMD CPUs compute differently. The pipeline never calls it:
@@ -40,12 +44,36 @@ PINNED = {
 HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
+_USERS_OWN: dict[str, str | None] = {}  # the environment's values of PINNED before the caps replaced them
+
+
 def pin_instruction_sets() -> None:
     """Set the caps for this process and every process it starts; they must precede numpy and torch. (Also asks for
     huge pages, which must precede torch's first large buffer.)"""
+    for name in PINNED:
+        _USERS_OWN.setdefault(name, os.environ.get(name))
     os.environ.update(PINNED)
     for name, value in HUGE_PAGES.items():
         os.environ.setdefault(name, value)
+
+
+def use_numerics(mode: str) -> None:
+    """``compute.numerics``: ``portable`` keeps the caps; ``native`` lifts them (a user's own setting of one of those
+    variables comes back), for this process and those it starts. Either must come before numpy and torch load: a
+    library reads its variable once, when it loads."""
+    from stages.core.errors import UserError
+
+    wanted = dict(PINNED) if mode == "portable" else {name: _USERS_OWN.get(name) for name in PINNED}
+    if any(os.environ.get(name) != value for name, value in wanted.items()) and pinned_late():
+        raise UserError(
+            f"compute.numerics: {mode} cannot apply in this process, which loaded {' and '.join(pinned_late())} "
+            "first; run the stage as its own process (python -m stages.<name>)"
+        )
+    for name, value in wanted.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pinned_late() -> list[str]:
@@ -62,8 +90,11 @@ def exact_sqrt(values: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sqrt(values.numpy()))
 
 
-def use_threads(count: int) -> None:
-    """The intra-op thread count every reduction is split by: ``compute.cpu_threads``, not the machine's cores."""
+def use_threads(count: int | str) -> None:
+    """The intra-op thread count every reduction is split by: ``compute.cpu_threads``, not the machine's cores; or
+    ``auto`` (with ``native`` numerics only), torch's own choice, one per physical core."""
+    if count == "auto":
+        return
     import torch
 
     torch.set_num_threads(count)

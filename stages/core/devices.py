@@ -38,6 +38,7 @@ class Compute:
 
     device: torch.device
     mixed: bool
+    numerics: str = "portable"  # compute.numerics, applied before torch loaded (stages/core/cpu.py); recorded here
 
     @classmethod
     def from_params(cls, compute: dict) -> Compute:
@@ -45,7 +46,7 @@ class Compute:
         cpu.use_threads(compute["cpu_threads"])
         picked = pick(compute["device"])
         mixed = compute["precision"] == "bf16" or (compute["precision"] == "auto" and picked.type == "cuda")
-        return cls(picked, mixed=mixed)
+        return cls(picked, mixed=mixed, numerics=compute["numerics"])
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.mixed)
@@ -86,4 +87,6 @@ class Compute:
         else:
             info["cpu_threads"] = torch.get_num_threads()
             info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+            if self.numerics == "native":  # portable's record stays as it was, byte for byte
+                info["numerics"] = "native"
         return info

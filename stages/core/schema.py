@@ -94,13 +94,33 @@ class Schema:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # stages/core/devices.py: how each computes
+NUMERICS = ("portable", "native")  # stages/core/cpu.py: the same bits on every x86-64 machine, or its fastest kernels
 SEED = integer(0)
 DOWNLOAD = {"mirrors": urls, "files": md5_files}
+
+
+def auto_threads_are_native(tree: dict) -> list[str]:
+    """``cpu_threads: auto`` (as many as torch finds cores) makes the sums follow the machine, which only ``native``
+    allows: ``portable`` promises the same bits everywhere, and the thread count is part of the order of sums."""
+    compute = tree["compute"]
+    if compute["cpu_threads"] == "auto" and compute["numerics"] != "native":
+        return ["compute.cpu_threads: 'auto' needs compute.numerics: native (portable results need a fixed count)"]
+    return []
+
+
 CORE = Schema(
     {
         "source": choice("sample", "full"),
-        "compute": {"device": device, "precision": choice(*PRECISIONS), "cpu_threads": integer(1, 256)},
-    }
+        "compute": {
+            "device": device,
+            "precision": choice(*PRECISIONS),
+            "numerics": choice(*NUMERICS),
+            "cpu_threads": lambda v: (
+                None if v == "auto" else (integer(1, 256)(v) and f"'auto' or {integer(1, 256)(v)}")
+            ),
+        },
+    },
+    rules=((frozenset({"compute"}), auto_threads_are_native),),
 )
 
 

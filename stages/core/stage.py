@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from stages.core import cpu
 from stages.core import params as params_file
 from stages.core.errors import UserError
 from stages.core.schema import CORE, Schema
@@ -92,7 +93,11 @@ def run(
 
     def body() -> None:
         keys = [key.format(**args) for key in params]
-        main(params_file.load(keys, schema=CORE | schema, whole=whole), **args)
+        p = params_file.load(keys, schema=CORE | schema, whole=whole)
+        numerics = p["compute"]["numerics"] if "compute" in p else p.get("compute.numerics")
+        if numerics is not None:  # a stage that computes: its kernels are chosen before numpy and torch load in main
+            cpu.use_numerics(numerics)
+        main(p, **args)
 
     guarded(body)
     if argv is None and main.__globals__ is vars(sys.modules["__main__"]):

@@ -94,3 +94,96 @@ def paired(correct_a, correct_b) -> PairedComparison:
         only_b=sum(b and not a for a, b in pairs),
         neither=sum(not a and not b for a, b in pairs),
     )
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile (0.5 <= p < 1) of Student's t with ``df`` > 0 degrees of freedom, which Welch's method makes
+    fractional: bisection on the distribution function, the density integrated by Simpson's rule."""
+    scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(t: float, steps: int = 2000) -> float:
+        h = t / steps
+        weights = sum((4 if i % 2 else 2) * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(1, steps))
+        return 0.5 + scale * h / 3 * (1 + weights + (1 + t * t / df) ** (-(df + 1) / 2))
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        low, high = high, 2 * high
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class GroupComparison:
+    """Recipe B against recipe A, each trained several times (seeds): ``a`` and ``b`` hold one figure per run.
+
+    The difference of the group means varies with the seeds (estimated from the spread within each group, as in
+    Welch's test) and with the validation images (``image_variance``: how much the per-image difference between the
+    recipes varies from image to image, beyond what the seeds alone explain; see ``image_variance``). The interval
+    is Student's t with Welch-Satterthwaite degrees of freedom on the sum of the two."""
+
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    image_variance: float | None = None  # None: no per-image outcomes (top-5 from summaries alone, say)
+    images: int = 0
+
+    @property
+    def difference(self) -> float:
+        return sum(self.b) / len(self.b) - sum(self.a) / len(self.a)
+
+    @staticmethod
+    def _spread(values: tuple[float, ...]) -> float:
+        mean = sum(values) / len(values)
+        return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+    @property
+    def seed_sd(self) -> tuple[float, float]:
+        """Each group's seed-to-seed standard deviation."""
+        return math.sqrt(self._spread(self.a)), math.sqrt(self._spread(self.b))
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        parts = [
+            (self._spread(self.a) / len(self.a), len(self.a) - 1),
+            (self._spread(self.b) / len(self.b), len(self.b) - 1),
+        ]
+        if self.image_variance:
+            parts.append((self.image_variance, self.images - 1))
+        variance = sum(v for v, _ in parts)
+        if variance == 0:
+            return self.difference, self.difference  # every run gave the same figure, and no image varies
+        df = variance**2 / sum(v * v / d for v, d in parts if v)
+        half = student_t_quantile(1 - (1 - level) / 2, df) * math.sqrt(variance)
+        return self.difference - half, self.difference + half
+
+
+def image_variance(correct_a, correct_b) -> float:
+    """The validation sample's share of the variance of the difference in accuracy between two groups of runs.
+
+    ``correct_a`` is (runs of A, images), ``correct_b`` (runs of B, images): 1 where the run classified the image
+    right, on the same images in the same order. The difference of the recipes on image i, averaged over each
+    group's runs, varies across images for two reasons: the recipes differ more on some images than on others (what
+    another validation sample would change), and each run's own luck (already in the seed variance). The second part,
+    the per-image variance across runs over the runs, is subtracted; what is left, over the image count, is the
+    variance a fresh sample of images would add to the difference (a method-of-moments estimate, never negative)."""
+    import numpy as np
+
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    n = a.shape[1]
+    per_image = b.mean(0) - a.mean(0)
+    runs_noise = a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b)
+    return max(0.0, float(per_image.var(ddof=1) - runs_noise.mean())) / n
+
+
+def seed_groups(a, b, correct_a=None, correct_b=None) -> GroupComparison:
+    """Compare the figures of two groups of runs (at least two runs each), with their per-image outcomes when known."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(
+            f"each group needs at least 2 runs (seeds) for its seed-to-seed variance; got {len(a)} and {len(b)}"
+        )
+    if correct_a is None or correct_b is None:
+        return GroupComparison(tuple(map(float, a)), tuple(map(float, b)))
+    return GroupComparison(
+        tuple(map(float, a)), tuple(map(float, b)), image_variance(correct_a, correct_b), len(correct_a[0])
+    )
