@@ -195,9 +195,10 @@ def compare_groups(group_a: list[Revision], group_b: list[Revision]) -> dict:
             "mean_b": round(sum(b) / len(b), 6),
             "seed_sd_a": round(sd_a, 6),
             "seed_sd_b": round(sd_b, 6),
-            "difference": round(comparison.difference, 6),
-            "difference_low": round(low, 6),
-            "difference_high": round(high, 6),
+            # + 0.0: a difference of a few ulps rounds to -0.0, which would print as "-0.0"
+            "difference": round(comparison.difference, 6) + 0.0,
+            "difference_low": round(low, 6) + 0.0,
+            "difference_high": round(high, 6) + 0.0,
             "images": comparison.images,
             "image_variance": comparison.image_variance,
             "lower_is_better": key in LOWER_IS_BETTER,

@@ -349,3 +349,30 @@ def test_fit_sets_the_constant_rate_again_when_the_optimiser_already_exists(caps
     learn.fit(1, 0.01)
     assert [group["lr"] for group in learn.opt.param_groups] == [0.01, 0.01]
     assert capsys.readouterr().out.splitlines()[1].startswith("linear epoch 1: train_loss ")
+
+
+def test_fine_tune_defaults_are_fastais_signature():
+    """fastai 2.8: ``fine_tune(epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0, ...)``,
+    its frozen phase at ``pct_start=0.99``. The pipeline passes every value from params.yaml; a caller in Python who
+    leaves them out gets fastai's."""
+    import inspect
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(Learner.fine_tune).parameters.items()
+        if p.default is not p.empty
+    }
+    assert defaults == {
+        "base_lr": 2e-3, "freeze_epochs": 1, "lr_mult": 100, "pct_start": 0.3, "div": 5.0, "freeze_lr": None,
+        "freeze_pct_start": 0.99,
+    }  # fmt: skip
+
+
+def test_fine_tune_names_its_two_phases_and_skips_the_frozen_one_when_asked(capsys):
+    learn = tiny_learner(loss_func=nn.functional.mse_loss)
+    history = learn.fine_tune(2, 0.01, freeze_epochs=1, pct_start=0.5)
+    shown = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if " epoch " in line]
+    assert len(history) == 3 and shown == ["frozen epoch 1", "unfrozen epoch 1", "unfrozen epoch 2"]
+    history = tiny_learner(loss_func=nn.functional.mse_loss).fine_tune(2, 0.01, freeze_epochs=0, pct_start=0.5)
+    shown = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if " epoch " in line]
+    assert len(history) == 2 and shown == ["unfrozen epoch 1", "unfrozen epoch 2"]
