@@ -240,13 +240,19 @@ def main_groups(names_a: list[str], names_b: list[str], as_json: bool) -> None:
             "for its seed-to-seed variance, and 5 a side is a fair start"
         )
     results = compare_groups(group_a, group_b)
-    if as_json:
-        print(json.dumps({"a": names_a, "b": names_b, "figures": results}, indent=2))
+    heading = f"A = {', '.join(names_a)} ({len(names_a)} runs); B = {', '.join(names_b)} ({len(names_b)} runs)"
+    show(heading, results, group_verdict, {"a": names_a, "b": names_b, "figures": results} if as_json else None)
+
+
+def show(heading: str, results: dict, words, as_json: dict | None) -> None:
+    """One line a result, its name padded to the longest; or ``as_json`` as JSON when given."""
+    if as_json is not None:
+        print(json.dumps(as_json, indent=2))
         return
-    print(f"A = {', '.join(names_a)} ({len(names_a)} runs); B = {', '.join(names_b)} ({len(names_b)} runs)")
+    print(heading)
     width = max(map(len, results))
-    for key, result in results.items():
-        print(f"{key:<{width}}  {group_verdict(key, result)}")
+    for name, result in results.items():
+        print(f"{name:<{width}}  {words(name, result)}")
 
 
 def compare_all(a: Revision, b: Revision) -> dict:
@@ -266,13 +272,8 @@ def compare_all(a: Revision, b: Revision) -> dict:
 
 def main(rev_a: str, rev_b: str, as_json: bool) -> None:
     results = compare_all(Revision(rev_a), Revision(rev_b))
-    if as_json:
-        print(json.dumps({"a": rev_a, "b": rev_b, "models": results}, indent=2))
-        return
-    print(f"A = {rev_a}, B = {rev_b}")
-    width = max(map(len, results))
-    for model, result in results.items():
-        print(f"{model:<{width}}  {verdict(result)}")
+    payload = {"a": rev_a, "b": rev_b, "models": results} if as_json else None
+    show(f"A = {rev_a}, B = {rev_b}", results, lambda _, result: verdict(result), payload)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -230,6 +230,9 @@ def test_presizing_that_cannot_decode_too_many_images_fails_in_one_line_and_keep
 
 def test_ctrl_c_in_a_training_stage_is_one_line_exit_130_and_keeps_the_committed_results(clone):
     outputs = tracked_outputs(clone)
+    # Many epochs, so that the interrupt lands in training however loaded the machine (params.yaml is restored below)
+    params = (clone / "params.yaml").read_bytes()
+    set_params(clone / "params.yaml", {"fine_tune.epochs": 50})
     log = clone / "dvclive/train_pets/plots/metrics/error_rate.tsv"
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train_pets"],
@@ -243,6 +246,7 @@ def test_ctrl_c_in_a_training_stage_is_one_line_exit_130_and_keeps_the_committed
     finally:
         process.send_signal(signal.SIGINT)
         stderr = process.communicate(timeout=60)[1]
+        (clone / "params.yaml").write_bytes(params)
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "interrupted; committed results untouched" and "Traceback" not in stderr
     assert committed_files_changed(clone) == "" and tracked_outputs(clone) == outputs

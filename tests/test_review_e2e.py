@@ -86,9 +86,7 @@ def test_two_queued_experiments_run_by_two_workers_and_compare_reads_them_by_nam
     for name, change in experiments.items():
         dvc(main_branch, "exp", "run", "--queue", "-n", name, "-S", change)
     dvc(main_branch, "queue", "start", "-j", "2")
-    # 'queue logs' follows an experiment until it ends: wait for both, then read their results.
-    for name in experiments:
-        subprocess.run(["dvc", "queue", "logs", "-f", name], cwd=main_branch, capture_output=True, timeout=600)
+    wait_for_the_queue(main_branch)
     dvc(main_branch, "queue", "stop", "--kill")
     status = dvc(main_branch, "queue", "status").stdout
     assert "Failed" not in status, status
@@ -131,69 +129,87 @@ def readme_command(start: str) -> list[str]:
     return shlex.split(line)
 
 
-SEEDS = {"a-seed-1": ["pets_model.seed=1"], "a-seed-2": ["pets_model.seed=2"]}
-SEEDS |= {
+# Three experiments: recipe A (1 epoch) is main's run and seed 1; recipe B (2 epochs), seeds 1 and 2.
+SEEDS = {
+    "a-seed-1": ["pets_model.seed=1"],
     "b-seed-1": ["pets_model.seed=1", "fine_tune.epochs=2"],
     "b-seed-2": ["pets_model.seed=2", "fine_tune.epochs=2"],
 }
 
 
+def wait_for_the_queue(project, timeout: float = 900) -> None:
+    """Until nothing is queued or running (`queue logs -f` returns at once for a task not yet started)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while any(word in dvc(project, "queue", "status").stdout for word in ("Queued", "Running")):
+        assert time.monotonic() < deadline, dvc(project, "queue", "status").stdout
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
-def seed_groups(main_branch):
-    """Two recipes (1 or 2 epochs), each run with seeds 1 and 2, queued as docs/reviewing.md shows."""
+def seeds_branch(tmp_path_factory, built):
+    """A copy of the built project of its own: its experiments are these three alone."""
+    project = tmp_path_factory.mktemp("seeds") / "project"
+    shutil.copytree(built, project, symlinks=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def seed_groups(seeds_branch):
+    """Two recipes, queued under seeds as docs/reviewing.md shows."""
     for name, changes in SEEDS.items():
-        dvc(main_branch, "exp", "run", "--queue", "-n", name, *[arg for c in changes for arg in ("-S", c)])
-    dvc(main_branch, "queue", "start", "-j", "2")
-    for name in SEEDS:
-        subprocess.run(["dvc", "queue", "logs", "-f", name], cwd=main_branch, capture_output=True, timeout=600)
-    dvc(main_branch, "queue", "stop", "--kill")
-    found = exp_metrics(main_branch)
-    assert set(SEEDS) <= set(found), dvc(main_branch, "queue", "status").stdout
+        dvc(seeds_branch, "exp", "run", "--queue", "-n", name, *[arg for c in changes for arg in ("-S", c)])
+    dvc(seeds_branch, "queue", "start", "-j", "2")
+    wait_for_the_queue(seeds_branch)
+    dvc(seeds_branch, "queue", "stop", "--kill")
+    found = exp_metrics(seeds_branch)
+    assert set(SEEDS) <= set(found), dvc(seeds_branch, "queue", "status").stdout
     return found
 
 
-def test_the_readme_review_table_fits_160_columns_with_the_headline_leftmost(main_branch, seed_groups):
+def test_the_readme_review_table_fits_160_columns_with_the_headline_leftmost(seeds_branch, seed_groups):
     command = readme_command("dvc exp show")
     shown = subprocess.run(
-        command, cwd=main_branch, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}
+        command, cwd=seeds_branch, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}
     )
     assert shown.returncode == 0, shown.stderr
     lines = [line.rstrip() for line in shown.stdout.splitlines() if line.strip()]
     assert max(map(len, lines)) <= 160, "\n".join(lines)
     assert "pets_model.seed" in lines[1] and "fine_tune.epochs" in lines[1] and "…" not in shown.stdout
     # results before inputs, the headline first among the results (the whole table, as CSV)
-    header = dvc(main_branch, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    header = dvc(seeds_branch, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
     summary_keys = list(seed_groups["a-seed-1"])
     metric_columns = [column for column in header if column in summary_keys]
     assert metric_columns[0] == "pets_error_rate" and metric_columns == summary_keys
     assert max(header.index(key) for key in summary_keys) < header.index("pets_model.seed")
 
 
-def test_compare_takes_two_groups_of_seeds_and_says_whether_b_is_better(main_branch, seed_groups):
-    group_a, group_b = ["HEAD", "a-seed-1", "a-seed-2"], ["b-seed-1", "b-seed-2"]
+def test_compare_takes_two_groups_of_seeds_and_says_whether_b_is_better(seeds_branch, seed_groups):
+    group_a, group_b = ["HEAD", "a-seed-1"], ["b-seed-1", "b-seed-2"]
     result = subprocess.run(
         [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b, "--json"],
-        cwd=main_branch, capture_output=True, text=True,
+        cwd=seeds_branch, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     pets = json.loads(result.stdout)["figures"]["pets_error_rate"]
-    committed = json.loads((main_branch / "metrics/summary.json").read_text())
+    committed = json.loads((seeds_branch / "metrics/summary.json").read_text())
     runs_a = [committed["pets_error_rate"]] + [seed_groups[n]["pets_error_rate"] for n in group_a[1:]]
     runs_b = [seed_groups[n]["pets_error_rate"] for n in group_b]
-    assert (pets["runs_a"], pets["runs_b"], pets["images"]) == (3, 2, 29)
+    assert (pets["runs_a"], pets["runs_b"], pets["images"]) == (2, 2, 29)
     assert pets["mean_a"] == pytest.approx(np.mean(runs_a), abs=1e-6)
     assert pets["difference"] == pytest.approx(np.mean(runs_b) - np.mean(runs_a), abs=1e-6)
     assert pets["difference_low"] <= pets["difference"] <= pets["difference_high"]
     assert pets["seed_sd_a"] == pytest.approx(np.std(runs_a, ddof=1), abs=1e-6)
     words = subprocess.run(
-        [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b], cwd=main_branch,
+        [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b], cwd=seeds_branch,
         capture_output=True, text=True,
     ).stdout  # fmt: skip
     line = next(line for line in words.splitlines() if line.startswith("pets_error_rate"))
     assert "95% CI" in line and "over seeds and the 29 validation images" in line
     assert any(verdict in line for verdict in ("B is better", "B is worse", "not enough evidence", "no difference"))
     refused = subprocess.run(
-        [sys.executable, "-m", "stages.compare", "--a", "HEAD", "--b", *group_b], cwd=main_branch,
+        [sys.executable, "-m", "stages.compare", "--a", "HEAD", "--b", *group_b], cwd=seeds_branch,
         capture_output=True, text=True,
     )  # fmt: skip
     assert refused.returncode == 1 and "at least 2 runs" in refused.stderr and "Traceback" not in refused.stderr
