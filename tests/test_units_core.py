@@ -852,3 +852,87 @@ def test_schemas_combine_their_blocks_and_rules():
     extra = schema.Schema({"d": schema.text}, rules=((frozenset({"d"}), lambda tree: []),))
     both = SPEC | extra
     assert list(both.blocks) == ["a", "c", "d"] and both.rules == SPEC.rules + extra.rules
+
+
+# --- compute.numerics -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("threads", "numerics", "problems"),
+    [("auto", "portable", 1), ("auto", "native", 0), (2, "portable", 0), (2, "native", 0)],
+)
+def test_auto_threads_only_with_native_numerics(threads, numerics, problems):
+    found = schema.auto_threads_are_native({"compute": {"cpu_threads": threads, "numerics": numerics}})
+    assert len(found) == problems
+    if problems:
+        assert (
+            found[0]
+            == "compute.cpu_threads: 'auto' needs compute.numerics: native (portable results need a fixed count)"
+        )
+
+
+def test_auto_threads_leave_torchs_count_and_a_number_sets_it():
+    before = torch.get_num_threads()
+    try:
+        cpu.use_threads(1)
+        assert torch.get_num_threads() == 1
+        cpu.use_threads("auto")
+        assert torch.get_num_threads() == 1  # untouched: torch's own (here what was set last)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fresh_environment(monkeypatch):
+    """The caps' variables as a user left them (MKL_CBWR their own, the rest unset), numpy and torch not yet loaded."""
+    for name in cpu.PINNED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AVX512")
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    monkeypatch.setattr(cpu, "_USERS_OWN", {})
+    monkeypatch.setattr(cpu, "pinned_late", lambda: [])
+
+
+def test_pinning_records_the_users_own_settings_and_native_gives_them_back(fresh_environment):
+    cpu.pin_instruction_sets()
+    assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu.PINNED
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    assert cpu._USERS_OWN == {name: ("AVX512" if name == "MKL_CBWR" else None) for name in cpu.PINNED}
+    cpu.pin_instruction_sets()  # again (a stage importing stages twice): the user's own settings are kept
+    assert cpu._USERS_OWN["MKL_CBWR"] == "AVX512"
+    cpu.use_numerics("native")
+    assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu._USERS_OWN
+    cpu.use_numerics("portable")
+    assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu.PINNED
+
+
+def test_a_users_huge_pages_setting_is_kept(fresh_environment, monkeypatch):
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    cpu.pin_instruction_sets()
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
+
+
+def test_numerics_that_would_change_a_loaded_library_are_refused_and_change_nothing(fresh_environment, monkeypatch):
+    cpu.pin_instruction_sets()
+    monkeypatch.setattr(cpu, "pinned_late", lambda: ["numpy", "torch"])
+    cpu.use_numerics("portable")  # already so: nothing to change, no refusal
+    with pytest.raises(UserError) as err:
+        cpu.use_numerics("native")
+    assert str(err.value) == (
+        "compute.numerics: native cannot apply in this process, which loaded numpy and torch first; "
+        "run the stage as its own process (python -m stages.<name>)"
+    )
+    assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu.PINNED
+
+
+@pytest.mark.parametrize(
+    ("keys", "applied"),
+    [(["compute"], ["portable"]), (["compute.numerics", "source"], ["portable"]), (["source"], [])],
+)
+def test_a_stage_applies_the_numerics_it_reads_before_its_main(keys, applied, monkeypatch, tmp_path):
+    (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(cpu, "use_numerics", lambda mode: calls.append(("numerics", mode)))
+    stage.run(lambda p: calls.append(("main", sorted(p))), "doc", keys, schema.CORE, argv=[])
+    assert calls == [("numerics", mode) for mode in applied] + [("main", sorted(keys))]
