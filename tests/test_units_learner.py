@@ -376,3 +376,17 @@ def test_fine_tune_names_its_two_phases_and_skips_the_frozen_one_when_asked(caps
     history = tiny_learner(loss_func=nn.functional.mse_loss).fine_tune(2, 0.01, freeze_epochs=0, pct_start=0.5)
     shown = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if " epoch " in line]
     assert len(history) == 2 and shown == ["unfrozen epoch 1", "unfrozen epoch 2"]
+
+
+def test_train_one_epoch_returns_the_image_weighted_mean_of_its_batch_losses():
+    """The epoch's train_loss: each batch's loss (taken before its step) weighted by its images, over the images."""
+    from stages.learner.learner import train_one_epoch
+
+    data = loader(regression(10), 4, CPU, shuffle=False, seed=0)  # batches of 4, 4 and 2
+    model = nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.5), model.bias.fill_(0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # no step changes anything: each loss is computable up front
+    expected = [nn.functional.mse_loss(model(xb), yb).item() * len(yb) for xb, yb in data]
+    mean = train_one_epoch(model, data, loss_func=nn.functional.mse_loss, opt=opt, compute=CPU, tfm=None)
+    assert mean == pytest.approx(sum(expected) / 10, rel=1e-6)
