@@ -107,10 +107,17 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
 
 def repro(project: Path, *targets: str, **options) -> set[str]:
     """Run ``dvc repro`` through DVC's API; the stages it ran, as DVC names them."""
+    import signal
+
     from dvc.repo import Repo
 
-    with chdir(project), Repo(".") as repo:  # DVC resolves some paths against the working directory
-        return {stage.addressing for stage in repo.reproduce(list(targets) or None, **options)}
+    handler = signal.getsignal(signal.SIGINT)  # DVC may leave SIGINT ignored (see test_faults' Ctrl-C test)
+    try:
+        with chdir(project), Repo(".") as repo:  # DVC resolves some paths against the working directory
+            return {stage.addressing for stage in repo.reproduce(list(targets) or None, **options)}
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 def tracked_outputs(project: Path) -> dict[str, str]:

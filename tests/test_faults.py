@@ -237,6 +237,10 @@ def test_ctrl_c_in_a_training_stage_is_one_line_exit_130_and_keeps_the_committed
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train_pets"],
         cwd=clone,
+        # As a shell starts it: SIGINT at its default. DVC 3.67's stage runner ignores SIGINT while a stage runs and
+        # restores the old handler only when it is truthy, so after an in-process `dvc repro` in this test process
+        # (SIG_DFL is 0) SIGINT stays ignored, and a child would inherit that and never see the Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
