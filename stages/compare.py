@@ -170,9 +170,9 @@ def compare_groups(group_a: list[Revision], group_b: list[Revision]) -> dict:
     missing = [run.name for run, summary in summaries.items() if summary is None]
     if missing:
         raise stage.UserError(f"{SUMMARY}: none at {', '.join(missing)} (run 'dvc repro' or 'dvc exp run' there)")
-    first = summaries[group_a[0]]
+    keys = dict.fromkeys(k for summary in summaries.values() for k in summary)  # every run's, in the order first seen
     results = {}
-    for key in (k for k in first if not k.endswith(("_low", "_high"))):
+    for key in (k for k in keys if not k.endswith(("_low", "_high"))):
         lacking = [run.name for run, summary in summaries.items() if key not in summary]
         if lacking:
             results[key] = {"status": f"not computed at {', '.join(lacking)}"}
@@ -224,6 +224,8 @@ def group_verdict(key: str, result: dict) -> str:
     )
     if result["difference_low"] == result["difference_high"] == 0:
         words = "no difference: every run gave the same figure"
+    elif result["difference_low"] == result["difference_high"]:
+        words = "cannot tell: each group's runs gave one figure, so the seed-to-seed spread is unknown (other seeds?)"
     elif result["difference_low"] > 0 or result["difference_high"] < 0:
         better = (result["difference_high"] < 0) == result["lower_is_better"]
         words = f"B is {'better' if better else 'worse'}"
@@ -250,7 +252,7 @@ def show(heading: str, results: dict, words, as_json: dict | None) -> None:
         print(json.dumps(as_json, indent=2))
         return
     print(heading)
-    width = max(map(len, results))
+    width = max(map(len, results), default=0)
     for name, result in results.items():
         print(f"{name:<{width}}  {words(name, result)}")
 

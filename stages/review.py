@@ -98,7 +98,8 @@ def draw_plots(a: compare.Revision, b: compare.Revision, out: Path) -> str:
     """``dvc plots diff`` of the two revisions into ``out``; what it says if it cannot."""
     revisions = [a.sha or compare.WORKSPACE] + ([b.sha] if b.sha else [])
     result = subprocess.run(["dvc", "plots", "diff", *revisions, "-o", str(out)], capture_output=True, text=True)
-    return "" if result.returncode == 0 else f" (`dvc plots diff` failed: {result.stderr.strip().splitlines()[-1:]})"
+    last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+    return "" if result.returncode == 0 else f" (`dvc plots diff` failed: {last})"
 
 
 def render(a: compare.Revision, b: compare.Revision, plots_note: str, plots_dir: Path) -> str:

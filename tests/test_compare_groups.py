@@ -92,5 +92,7 @@ def test_the_words_say_which_is_better_and_when_the_evidence_is_not_enough():
     assert "B is better" in compare.group_verdict("mnist_linear_accuracy", result(0.01, 0.03))
     assert "B is worse" in compare.group_verdict("pets_error_rate", result(0.01, 0.03, lower_is_better=True))
     assert "B is better" in compare.group_verdict("pets_error_rate", result(-0.03, -0.01, lower_is_better=True))
+    # every run of each group alike but the groups apart: no spread measured, no verdict
+    assert "cannot tell" in compare.group_verdict("pets_top5_accuracy", result(0.01, 0.01))
     words = compare.group_verdict("pets_error_rate", result(-0.01, 0.02, lower_is_better=True))
     assert "not enough evidence" in words and "95% CI [-1.0, +2.0]" in words and "1478 validation images" in words

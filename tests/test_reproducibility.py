@@ -88,7 +88,9 @@ def capability(numerics: str, **env: str) -> dict:
     import subprocess
     import sys
 
-    environment = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")} | env
+    # as a user's shell has it: none of the caps, nor this test process's record of what it had before them
+    dropped = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "PIPELINE_CAPS_BEFORE")
+    environment = {k: v for k, v in os.environ.items() if k not in dropped} | env
     done = subprocess.run(
         [sys.executable, "-c", CAPABILITY_UNDER, numerics], cwd=ROOT, env=environment, capture_output=True, text=True
     )

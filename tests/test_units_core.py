@@ -889,7 +889,7 @@ def fresh_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MKL_CBWR", "AVX512")
     monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
-    monkeypatch.setattr(cpu, "_USERS_OWN", {})
+    monkeypatch.delenv(cpu.USERS_OWN, raising=False)
     monkeypatch.setattr(cpu, "pinned_late", lambda: [])
 
 
@@ -897,11 +897,12 @@ def test_pinning_records_the_users_own_settings_and_native_gives_them_back(fresh
     cpu.pin_instruction_sets()
     assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu.PINNED
     assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
-    assert cpu._USERS_OWN == {name: ("AVX512" if name == "MKL_CBWR" else None) for name in cpu.PINNED}
-    cpu.pin_instruction_sets()  # again (a stage importing stages twice): the user's own settings are kept
-    assert cpu._USERS_OWN["MKL_CBWR"] == "AVX512"
+    assert cpu.users_own() == {name: ("AVX512" if name == "MKL_CBWR" else None) for name in cpu.PINNED}
+    # again, in a stage started by this process (it inherits the caps): the user's own settings are still found
+    cpu.pin_instruction_sets()
+    assert cpu.users_own()["MKL_CBWR"] == "AVX512"
     cpu.use_numerics("native")
-    assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu._USERS_OWN
+    assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu.users_own()
     cpu.use_numerics("portable")
     assert {name: os.environ.get(name) for name in cpu.PINNED} == cpu.PINNED
 

@@ -22,6 +22,7 @@ other kernel a stage uses was checked.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -44,14 +45,20 @@ PINNED = {
 HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
-_USERS_OWN: dict[str, str | None] = {}  # the environment's values of PINNED before the caps replaced them
+# The environment's values of PINNED before the caps replaced them, kept in the environment itself: a stage started by
+# a process that had already pinned (a notebook that imported stages, then ran dvc repro) inherits the caps, and must
+# still find the user's own values under them.
+USERS_OWN = "PIPELINE_CAPS_BEFORE"
+
+
+def users_own() -> dict[str, str | None]:
+    return json.loads(os.environ.get(USERS_OWN, "{}"))
 
 
 def pin_instruction_sets() -> None:
     """Set the caps for this process and every process it starts; they must precede numpy and torch. (Also asks for
     huge pages, which must precede torch's first large buffer.)"""
-    for name in PINNED:
-        _USERS_OWN.setdefault(name, os.environ.get(name))
+    os.environ.setdefault(USERS_OWN, json.dumps({name: os.environ.get(name) for name in PINNED}))
     os.environ.update(PINNED)
     for name, value in HUGE_PAGES.items():
         os.environ.setdefault(name, value)
@@ -63,7 +70,7 @@ def use_numerics(mode: str) -> None:
     library reads its variable once, when it loads."""
     from stages.core.errors import UserError
 
-    wanted = dict(PINNED) if mode == "portable" else {name: _USERS_OWN.get(name) for name in PINNED}
+    wanted = dict(PINNED) if mode == "portable" else {name: users_own().get(name) for name in PINNED}
     if any(os.environ.get(name) != value for name, value in wanted.items()) and pinned_late():
         raise UserError(
             f"compute.numerics: {mode} cannot apply in this process, which loaded {' and '.join(pinned_late())} "
