@@ -71,7 +71,7 @@ print(" ".join(sorted(name for name in heavy if name in sys.modules)))
 """
 
 
-@pytest.mark.parametrize("module", [*MODULES, "stages.compare", "stages.predict"])
+@pytest.mark.parametrize("module", [*MODULES, "stages.compare", "stages.predict", "stages.review"])
 def test_help_answers_before_any_heavy_library_loads(module):
     """--help in under half a second (torch alone takes seconds to import): nothing heavy loads before the command
     line is parsed. Checked by what is loaded, not by a clock, so a busy machine cannot fail it or pass it."""
