@@ -48,8 +48,8 @@ def choice(*options: Any) -> Check:
     return lambda v: None if v in options else f"one of {list(options)}"
 
 
-def integer_or(word: str, low: int) -> Check:
-    as_integer = integer(low)
+def integer_or(word: str, low: int, high: int | None = None) -> Check:
+    as_integer = integer(low, high)
     return lambda v: None if v == word else (as_integer(v) and f"'{word}' or {as_integer(v)}")
 
 
@@ -115,9 +115,7 @@ CORE = Schema(
             "device": device,
             "precision": choice(*PRECISIONS),
             "numerics": choice(*NUMERICS),
-            "cpu_threads": lambda v: (
-                None if v == "auto" else (integer(1, 256)(v) and f"'auto' or {integer(1, 256)(v)}")
-            ),
+            "cpu_threads": integer_or("auto", 1, 256),
         },
     },
     rules=((frozenset({"compute"}), auto_threads_are_native),),

@@ -7,6 +7,7 @@ statsmodels and scipy.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -131,23 +132,15 @@ class GroupComparison:
 
     @property
     def difference(self) -> float:
-        return sum(self.b) / len(self.b) - sum(self.a) / len(self.a)
-
-    @staticmethod
-    def _spread(values: tuple[float, ...]) -> float:
-        mean = sum(values) / len(values)
-        return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        return statistics.fmean(self.b) - statistics.fmean(self.a)
 
     @property
     def seed_sd(self) -> tuple[float, float]:
         """Each group's seed-to-seed standard deviation."""
-        return math.sqrt(self._spread(self.a)), math.sqrt(self._spread(self.b))
+        return statistics.stdev(self.a), statistics.stdev(self.b)
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
-        parts = [
-            (self._spread(self.a) / len(self.a), len(self.a) - 1),
-            (self._spread(self.b) / len(self.b), len(self.b) - 1),
-        ]
+        parts = [(statistics.variance(group) / len(group), len(group) - 1) for group in (self.a, self.b)]
         if self.image_variance:
             parts.append((self.image_variance, self.images - 1))
         variance = sum(v for v, _ in parts)
