@@ -87,7 +87,7 @@ def main(p: dict) -> None:
                 if not world.is_main:
                     return  # every process trains; only rank 0 writes
                 log.save(metrics_dir)
-            outputs, targets, valid_loss = learn.get_preds()
+            outputs, targets, valid_loss = learn.last_preds
             correct = int((outputs.argmax(1) == targets).sum())
             in_top5 = int((outputs.topk(min(5, outputs.shape[1]), 1).indices == targets[:, None]).any(1).sum())
             n = len(targets)

@@ -390,3 +390,22 @@ def test_train_one_epoch_returns_the_image_weighted_mean_of_its_batch_losses():
     expected = [nn.functional.mse_loss(model(xb), yb).item() * len(yb) for xb, yb in data]
     mean = train_one_epoch(model, data, loss_func=nn.functional.mse_loss, opt=opt, compute=CPU, tfm=None)
     assert mean == pytest.approx(sum(expected) / 10, rel=1e-6)
+
+
+def test_last_preds_is_the_last_epochs_validation_pass_bit_for_bit():
+    """train_pets and the MNIST resnet18 take their final metrics from ``last_preds`` instead of a second validation
+    pass: it must be the last epoch's pass, bit for bit what get_preds computes after training, not an earlier one."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    x = torch.randn(32, 4)
+    data = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=8)
+    learn = Learner(net, DataLoaders(data, data), nn.CrossEntropyLoss(), CPU)
+    assert learn.last_preds is None  # nothing before a fit
+    first = learn.fit(1, 0.1)
+    after_first = learn.last_preds
+    history = learn.fit(2, 0.1)
+    outputs, targets, loss = learn.last_preds
+    fresh = learn.get_preds()
+    assert torch.equal(outputs, fresh[0]) and torch.equal(targets, fresh[1]) and loss == fresh[2]
+    assert loss == history[-1]["valid_loss"] != first[-1]["valid_loss"]
+    assert not torch.equal(outputs, after_first[0])  # the second fit replaced it

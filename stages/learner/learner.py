@@ -189,6 +189,8 @@ class Learner:
     name: str = "fit"
     world: distributed.World = distributed.SINGLE  # the processes torchrun started, if any
     opt: torch.optim.Optimizer | None = field(default=None, init=False)
+    # the last epoch's validation pass (outputs, targets, mean loss): a stage's final metrics, without a second pass
+    last_preds: tuple[torch.Tensor, torch.Tensor, float] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.dls.train) == 0:  # an epoch of no batch: lr_find's cycling over it would never return
@@ -333,7 +335,7 @@ class Learner:
                 scheduler=scheduler,
                 description=f"{description} epoch {epoch + 1}/{n_epoch}",
             )
-            outputs, targets, valid_loss = self.get_preds()
+            self.last_preds = outputs, targets, valid_loss = self.get_preds()
             record = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,

@@ -93,7 +93,7 @@ def _digits_loaders(
 
 
 def _result(learn: Learner, history: list[dict]) -> Result:
-    outputs, _, _ = learn.get_preds()
+    outputs, _, _ = learn.last_preds
     return Result(outputs, history, {k: v.cpu() for k, v in learn.model.state_dict().items()})
 
 
