@@ -8,7 +8,8 @@ and reads the arrays presize_pets wrote, so both frameworks see the same images:
 The recipe is the book's from-scratch variant that train_pets runs by default: ``vision_learner(resnet18,
 pretrained=False)``, ``aug_transforms(size, min_scale)``, ``lr_find`` and its ``minimum`` suggestion (or a given
 --lr), then ``fine_tune(epochs, base_lr=lr, freeze_epochs=1)``. It prints one JSON line. benchmarks/run.py starts
-it with the same CPU caps and thread count as the project's stages (stages/core/cpu.py).
+it as fastai's users run it: no CPU cap (the environment before stages/core/cpu.py set any), fastai's default device
+(a GPU where there is one), the project's thread count.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def dataloaders(folder: Path, *, size: int, min_scale: float, batch_size: int, w
         splitter=IndexSplitter(list(range(n_train, len(labels)))),
         batch_tfms=aug_transforms(size=size, min_scale=min_scale),
     )
-    return block.dataloaders(list(range(len(labels))), bs=batch_size, num_workers=workers, device="cpu")
+    return block.dataloaders(list(range(len(labels))), bs=batch_size, num_workers=workers)  # default device
 
 
 def main() -> None:
@@ -89,6 +90,9 @@ def main() -> None:
                 "train_seconds": round(train_seconds, 1),
                 "lr_find_seconds": round(lr_find_seconds, 1),
                 "threads": torch.get_num_threads(),
+                "loader_workers": args.workers,
+                "device": str(dls.device),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             }
         )
     )

@@ -1,10 +1,11 @@
 """This project's Pets recipe on presized data, as train_pets runs it, for one seed: the counterpart of
 benchmarks/fastai_pets.py, for benchmarks/run.py.
 
-    ./with-env python benchmarks/pets_recipe.py --project . --seed 0
+    ./with-env python benchmarks/pets_recipe.py --project . --seed 0 [--numerics native]
 
 It builds the Pets learner from params.yaml's ``pets_model`` block (the seed and the data folder replaced), runs
 lr_find and takes its ``lr_find.suggestion`` (or a given --lr), then ``fine_tune`` with the ``fine_tune`` block.
+``--numerics`` replaces ``compute.numerics`` and is applied as a stage applies it, before torch loads.
 It prints one JSON line: the error rate, and the seconds of lr_find and of fine_tune.
 """
 
@@ -22,10 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from stages.core.devices import Compute  # noqa: E402
-from stages.learner import lr_find  # noqa: E402
-from stages.pets import data  # noqa: E402
-from stages.pets.learner import pets_learner, wants_pretrained  # noqa: E402
+from stages.core import cpu  # noqa: E402  (importing stages sets the caps; torch loads only in main)
 
 
 def main() -> None:
@@ -34,8 +32,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--numerics", choices=["portable", "native"], default=None, help="default: params.yaml's")
     args = parser.parse_args()
     params = yaml.safe_load(args.params.read_text())
+    if args.numerics is not None:
+        params["compute"]["numerics"] = args.numerics
+    cpu.use_numerics(params["compute"]["numerics"])
+
+    import torch
+
+    from stages.core.devices import Compute
+    from stages.learner import lr_find
+    from stages.pets import data
+    from stages.pets.learner import pets_learner, wants_pretrained
+
     cfg = {**params["pets_model"], "seed": args.seed}
     os.chdir(args.project)  # the learner reads data/pets, as the stages do
     compute = Compute.from_params(params["compute"])
@@ -54,7 +64,7 @@ def main() -> None:
     start = time.perf_counter()
     learn.fine_tune(**schedule)
     train_seconds = time.perf_counter() - start
-    outputs, targets, _ = learn.get_preds()
+    outputs, targets, _ = learn.last_preds  # the last epoch's validation pass, as train_pets takes it
     error = 1 - (outputs.argmax(1) == targets).float().mean().item()
     print(
         json.dumps(
@@ -65,8 +75,11 @@ def main() -> None:
                 "error_rate": round(error, 6),
                 "train_seconds": round(train_seconds, 1),
                 "lr_find_seconds": round(lr_find_seconds, 1),
-                "threads": params["compute"]["cpu_threads"],
-                "workers": os.environ.get("PIPELINE_WORKERS"),
+                "numerics": params["compute"]["numerics"],
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "threads": torch.get_num_threads(),
+                "loader_workers": os.environ.get("PIPELINE_WORKERS"),
+                "device": str(compute.device),
             }
         )
     )
