@@ -8,8 +8,8 @@ and reads the arrays presize_pets wrote, so both frameworks see the same images:
 The recipe is the book's from-scratch variant that train_pets runs by default: ``vision_learner(resnet18,
 pretrained=False)``, ``aug_transforms(size, min_scale)``, ``lr_find`` and its ``minimum`` suggestion (or a given
 --lr), then ``fine_tune(epochs, base_lr=lr, freeze_epochs=1)``. It prints one JSON line. benchmarks/run.py starts
-it as fastai's users run it: no CPU cap (the environment before stages/core/cpu.py set any), fastai's default device
-(a GPU where there is one), the project's thread count.
+it as fastai's users run it: no CPU cap (the environment before stages/core/cpu.py set any), on fastai's default
+device (a GPU where there is one; --device picks one), the project's thread count.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from fastai.vision.all import (
 )
 
 
-def dataloaders(folder: Path, *, size: int, min_scale: float, batch_size: int, workers: int):
+def dataloaders(folder: Path, *, size: int, min_scale: float, batch_size: int, workers: int, device: str | None):
     index = json.loads((folder / "index.json").read_text())
     images = np.concatenate([np.load(folder / f"{s}_images.npy") for s in ("train", "valid")])
     labels = np.concatenate([np.load(folder / f"{s}_labels.npy") for s in ("train", "valid")])
@@ -49,7 +49,7 @@ def dataloaders(folder: Path, *, size: int, min_scale: float, batch_size: int, w
         splitter=IndexSplitter(list(range(n_train, len(labels)))),
         batch_tfms=aug_transforms(size=size, min_scale=min_scale),
     )
-    return block.dataloaders(list(range(len(labels))), bs=batch_size, num_workers=workers)  # default device
+    return block.dataloaders(list(range(len(labels))), bs=batch_size, num_workers=workers, device=device)
 
 
 def main() -> None:
@@ -63,12 +63,18 @@ def main() -> None:
     parser.add_argument("--freeze-epochs", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None, help="cpu or cuda; default: fastai's (a GPU where there is one)")
     parser.add_argument("--lr", type=float, default=None, help="base_lr; default: lr_find's minimum suggestion")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     set_seed(args.seed, reproducible=True)
     dls = dataloaders(
-        args.data, size=args.size, min_scale=args.min_scale, batch_size=args.batch_size, workers=args.workers
+        args.data,
+        size=args.size,
+        min_scale=args.min_scale,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
     )
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
     with learn.no_bar(), learn.no_logging():

@@ -33,10 +33,13 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--numerics", choices=["portable", "native"], default=None, help="default: params.yaml's")
+    parser.add_argument("--device", default=None, help="compute.device (cpu, cuda); default: params.yaml's")
     args = parser.parse_args()
     params = yaml.safe_load(args.params.read_text())
     if args.numerics is not None:
         params["compute"]["numerics"] = args.numerics
+    if args.device is not None:
+        params["compute"]["device"] = args.device
     cpu.use_numerics(params["compute"]["numerics"])
 
     import torch

@@ -1,0 +1,76 @@
+"""The arithmetic behind benchmarks/run.py's fastai targets, and the environment fastai runs in: the figures a closing
+note quotes are only as good as these (the timings themselves live in the benchmark, not in tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+
+import pytest
+from conftest import ROOT
+
+from stages.core.cpu import PINNED, USERS_OWN
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks/run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmarks_run"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def side(bench, errors, seconds):
+    runs = [{"error_rate": e, "train_seconds": s, "lr_find_seconds": 0.0} for e, s in zip(errors, seconds)]
+    return bench.side_summary(runs)
+
+
+def test_against_gives_the_time_ratio_the_difference_and_both_standard_errors(bench):
+    theirs = side(bench, [0.10, 0.12, 0.14, 0.11, 0.13], [100, 110, 90, 100, 100])
+    ours = side(bench, [0.12, 0.13, 0.14, 0.12, 0.14], [60, 60, 60, 60, 60])
+    result = bench.against(ours, theirs)
+    assert result["time_ratio"] == 0.6
+    assert result["error_difference_points"] == pytest.approx(1.0)
+    their_se = statistics.stdev([0.10, 0.12, 0.14, 0.11, 0.13]) / 5**0.5
+    our_se = statistics.stdev([0.12, 0.13, 0.14, 0.12, 0.14]) / 5**0.5
+    assert result["their_error_se_points"] == round(100 * their_se, 2) == 0.71
+    assert result["error_difference_se_points"] == round(100 * (their_se**2 + our_se**2) ** 0.5, 2)
+
+
+def test_fastai_targets_hold_each_side_to_its_limit_and_one_se_of_fastais_mean(bench):
+    def fastai_part(ratio, difference, portable_capability="AVX2"):
+        return {
+            "native_against_fastai": {
+                "time_ratio": ratio,
+                "error_difference_points": difference,
+                "their_error_se_points": 0.7,
+            },
+            "portable_against_fastai": {
+                "time_ratio": ratio,
+                "error_difference_points": difference,
+                "their_error_se_points": 0.7,
+            },
+            "portable_time_limit": 0.8,
+            "cpu_capabilities": {"fastai": ["AVX512"], "native": ["AVX512"], "portable": [portable_capability]},
+        }
+
+    met = bench.fastai_targets(fastai_part(0.6, 0.7), 5)
+    assert all(met.values()), met
+    missed = bench.fastai_targets(fastai_part(0.81, 0.71, "AVX512"), 4)
+    assert not any(missed.values()), missed
+    lower_error = bench.fastai_targets(fastai_part(0.85, -3.0), 5)  # below fastai is within; portable 0.85 > 0.8
+    assert lower_error["native_error_within_1_se_of_fastai"] and lower_error["portable_error_within_1_se_of_fastai"]
+    assert not lower_error["portable_time_within_its_limit_of_fastai"]
+
+
+def test_fastai_runs_uncapped_with_the_users_own_settings_back(bench):
+    """Started from a process that had already imported stages, the environment holds the caps; fastai must get the
+    user's own values (or none), as its users run it."""
+    own = {name: None for name in PINNED} | {"MKL_CBWR": "AUTO"}
+    capped = {"PATH": "/bin", **PINNED, USERS_OWN: json.dumps(own)}
+    env = bench.uncapped(capped)
+    assert env == {"PATH": "/bin", "MKL_CBWR": "AUTO"}
+    assert bench.uncapped({"PATH": "/bin"}) == {"PATH": "/bin"}  # never capped: as it was
