@@ -1,6 +1,6 @@
 """Speed, memory and quality of the pipeline, written as JSON (benchmarks/results.json) with every target checked.
 
-    ./with-env python benchmarks/run.py                          # every part: about three hours on 2 cores
+    ./with-env python benchmarks/run.py                          # every part: about two hours on 2 cores
     ./with-env python benchmarks/run.py --only augmentation cpu_caps presize training    # the quick parts
 
 Parts:
