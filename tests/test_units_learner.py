@@ -409,3 +409,21 @@ def test_last_preds_is_the_last_epochs_validation_pass_bit_for_bit():
     assert torch.equal(outputs, fresh[0]) and torch.equal(targets, fresh[1]) and loss == fresh[2]
     assert loss == history[-1]["valid_loss"] != first[-1]["valid_loss"]
     assert not torch.equal(outputs, after_first[0])  # the second fit replaced it
+
+
+def test_last_preds_is_cleared_when_a_fit_starts():
+    """A fit cut short (an error, an interrupt) must not leave the pass of the weights from before it."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 4)
+    data = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=8)
+
+    def failing_loss(outputs, targets):
+        raise RuntimeError("cut short")
+
+    learn = Learner(nn.Linear(4, 2), DataLoaders(data, data), nn.CrossEntropyLoss(), CPU)
+    learn.fit(1, 0.1)
+    assert learn.last_preds is not None
+    learn.loss_func = failing_loss
+    with pytest.raises(RuntimeError, match="cut short"):
+        learn.fit(1, 0.1)
+    assert learn.last_preds is None

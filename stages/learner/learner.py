@@ -189,7 +189,8 @@ class Learner:
     name: str = "fit"
     world: distributed.World = distributed.SINGLE  # the processes torchrun started, if any
     opt: torch.optim.Optimizer | None = field(default=None, init=False)
-    # the last epoch's validation pass (outputs, targets, mean loss): a stage's final metrics, without a second pass
+    # the last epoch's validation pass (outputs, targets, mean loss), valid right after a fit: a stage's final
+    # metrics, without a second pass
     last_preds: tuple[torch.Tensor, torch.Tensor, float] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -321,6 +322,7 @@ class Learner:
 
     def _fit(self, n_epoch: int, opt: torch.optim.Optimizer, *, scheduler, description: str) -> list[dict]:
         history = []
+        self.last_preds = None  # a fit cut short must not leave the pass of the weights before it
         train_model = distributed.wrap(self.model, self.world)  # what the training steps call: DDP on several
         for epoch in range(n_epoch):
             start = time.perf_counter()
