@@ -337,7 +337,7 @@ print(5 * 64 / (time.perf_counter() - start), torch.backends.cpu.get_cpu_capabil
 def cpu_caps_benchmark() -> dict:
     threads, size = cpu_threads(), PARAMS["pets_model"]["size"]
     code = CAPS_PROBE.format(threads=threads, size=size)
-    free = {k: v for k, v in os.environ.items() if k not in PINNED}
+    free = uncapped(dict(os.environ))
     result = {}
     for name, env in (("capped", {**free, **PINNED}), ("uncapped", free)):
         speed, capability = probe(code, env).split()
@@ -497,13 +497,15 @@ def fastai_benchmark(project: Path, seeds: list[int], fixed_lr: bool, device: st
             runs[side].append({**json.loads(done.stdout.strip().splitlines()[-1]), "place": place + 1})
             print(f"  fastai part: {side} seed {seed}: {runs[side][-1]}", file=sys.stderr, flush=True)
     summaries = {side: side_summary(runs[side]) for side in SIDES}
+    base_lr = (
+        f"lr {lr[1]} (the committed lr_find's, --fixed-lr)"
+        if fixed_lr
+        else f"lr_find {PARAMS['lr_find']['suggestion']}"
+    )
     return {
-        "recipe": f"{cfg['arch']} from scratch, "
-        + (f"lr {lr[1]} (the committed lr_find's, --fixed-lr: no lr_find run), " if fixed_lr else "")
-        + f"lr_find {PARAMS['lr_find']['suggestion']}, " * (not fixed_lr)
-        + f"fine_tune({schedule['epochs']}, freeze_epochs={schedule['freeze_epochs']}), size {cfg['size']}, "
-        f"min_scale {cfg['min_scale']}, batch {cfg['batch_size']}, seeds {seeds}, {threads} threads; "
-        + "fastai uncapped, as its users run it",
+        "recipe": f"{cfg['arch']} from scratch, {base_lr}, fine_tune({schedule['epochs']}, "
+        f"freeze_epochs={schedule['freeze_epochs']}), size {cfg['size']}, min_scale {cfg['min_scale']}, "
+        f"batch {cfg['batch_size']}, seeds {seeds}, {threads} threads; fastai uncapped, as its users run it",
         "device": device,
         # fastai must have run with the kernels native ran with (no cap), portable with AVX2's
         "cpu_capabilities": {side: sorted({run["cpu_capability"] for run in runs[side]}) for side in SIDES},

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import statistics
-import sys
 
 import pytest
 from conftest import ROOT
@@ -18,7 +17,6 @@ from stages.core.cpu import PINNED, USERS_OWN
 def bench():
     spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks/run.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmarks_run"] = module
     spec.loader.exec_module(module)
     return module
 

@@ -393,8 +393,8 @@ def test_train_one_epoch_returns_the_image_weighted_mean_of_its_batch_losses():
 
 
 def test_last_preds_is_the_last_epochs_validation_pass_bit_for_bit():
-    """train_pets and the MNIST resnet18 take their final metrics from ``last_preds`` instead of a second validation
-    pass: it must be the last epoch's pass, bit for bit what get_preds computes after training, not an earlier one."""
+    """train_pets and the MNIST models the Learner trains take their final metrics from ``last_preds`` instead of a
+    second validation pass: it must be the last epoch's pass, bit for bit what get_preds gives, not an earlier one."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
     x = torch.randn(32, 4)
