@@ -98,22 +98,28 @@ def paired(correct_a, correct_b) -> PairedComparison:
 
 
 def student_t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile (0.5 <= p < 1) of Student's t with ``df`` > 0 degrees of freedom, which Welch's method makes
-    fractional: bisection on the distribution function, the density integrated by Simpson's rule."""
+    """The ``p`` quantile (0.5 <= p < 1) of Student's t with ``df`` >= 1 degrees of freedom, which Welch's method makes
+    fractional (never below the smaller group's runs less one): Newton's method on the distribution function (the
+    density integrated by Simpson's rule), from the normal quantile. The t's is never below it, and the distribution
+    function is concave above zero, so every step stays below the root and closes in on it: a handful of steps, where
+    bisection took fifty."""
     scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def density(t: float) -> float:
+        return scale * (1 + t * t / df) ** (-(df + 1) / 2)
 
     def cdf(t: float, steps: int = 2000) -> float:
         h = t / steps
-        weights = sum((4 if i % 2 else 2) * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(1, steps))
-        return 0.5 + scale * h / 3 * (1 + weights + (1 + t * t / df) ** (-(df + 1) / 2))
+        weights = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+        return 0.5 + h / 3 * (density(0) + weights + density(t))
 
-    low, high = 0.0, 1.0
-    while cdf(high) < p:
-        low, high = high, 2 * high
-    for _ in range(50):
-        middle = (low + high) / 2
-        low, high = (middle, high) if cdf(middle) < p else (low, middle)
-    return (low + high) / 2
+    t = statistics.NormalDist().inv_cdf(p)
+    for _ in range(100):
+        step = (p - cdf(t)) / density(t)
+        t += step
+        if abs(step) < 1e-10:
+            break
+    return t
 
 
 @dataclass(frozen=True)
