@@ -146,19 +146,32 @@ def changed_stages(project: Path) -> set[str]:
 PROJECT_FIXTURES = {"first_build", "built", "clone", "main_branch", "status_project"}
 
 
+def needs_the_project(item: pytest.Item) -> bool:
+    return bool(PROJECT_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need no built project first: on two test processes, one builds it while the other runs them."""
-    items.sort(key=lambda item: bool(PROJECT_FIXTURES & set(getattr(item, "fixturenames", ()))))
+    """Tests that need no built project first: they run while the project builds (below)."""
+    items.sort(key=needs_the_project)
 
 
-@pytest.fixture(scope="session")
-def first_build(tmp_path_factory) -> tuple[Path, set[str]]:
-    """The project on tiny params, built with ``dvc repro`` and committed (dvc.lock, metrics) as a user's main
-    branch would be; and the stages that first run ran. Built once per test run: with ``-n 2`` (pytest-xdist) the
-    first worker to need it builds it and the others wait for it."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # each worker's own folder sits in the run's
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The project's build started at once, in a process of its own, when a selected test needs it: it overlaps the
+    tests that do not, instead of one test process building it later while the other waits for it."""
+    if not session.config.option.collectonly and any(map(needs_the_project, session.items)):
+        start_building(session.config)
+
+
+def shared_folder(factory: pytest.TempPathFactory) -> Path:
+    """The run's temporary folder, which every test process of the run sees (pytest-xdist gives each its own inside)."""
+    folder = factory.getbasetemp()
+    return folder.parent if os.environ.get("PYTEST_XDIST_WORKER") else folder
+
+
+def build_once(shared: Path) -> None:
+    """The project on tiny params under ``shared/built``, built with ``dvc repro`` and committed (dvc.lock, metrics)
+    as a user's main branch would be, with the stages that run ran; unless a process already built it. Under a lock:
+    a process that comes while another builds waits for it."""
     project, record = shared / "built" / "project", shared / "built" / "ran.json"
     with FileLock(shared / "built.lock"):
         if not record.is_file():
@@ -168,7 +181,44 @@ def first_build(tmp_path_factory) -> tuple[Path, set[str]]:
             git(project, "add", "-A")
             git(project, "commit", "-qm", "built")
             record.write_text(json.dumps(sorted(ran)))
-    return project, set(json.loads(record.read_text()))
+
+
+BUILDER = pytest.StashKey[subprocess.Popen]()
+
+
+def start_building(config: pytest.Config) -> None:
+    """One process per run (the first test process to finish collecting) starts ``build_once`` in the background. It
+    takes the lock at once, normally long before a test needs the project; should a test come first, that test
+    builds and the background process finds it built. If the background build fails, the first test to need the
+    project builds it again and fails with the error; build.log beside it keeps the background one's output."""
+    shared = shared_folder(config._tmp_path_factory)
+    try:
+        (shared / "build.started").open("x").close()
+    except FileExistsError:
+        return
+    code = "import sys; from pathlib import Path; from conftest import build_once; build_once(Path(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    with open(shared / "build.log", "wb") as log:
+        config.stash[BUILDER] = subprocess.Popen(
+            [sys.executable, "-c", code, str(shared)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    builder = session.config.stash.get(BUILDER, None)
+    if builder is not None:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            builder.terminate()
+        builder.wait()
+
+
+@pytest.fixture(scope="session")
+def first_build(tmp_path_factory) -> tuple[Path, set[str]]:
+    """The built project and the stages its first ``dvc repro`` ran. Built once per test run, in the background
+    from the start (above); a test process that needs it before it is done waits for it."""
+    shared = shared_folder(tmp_path_factory)
+    build_once(shared)
+    return shared / "built" / "project", set(json.loads((shared / "built" / "ran.json").read_text()))
 
 
 @pytest.fixture(scope="session")
