@@ -129,11 +129,20 @@ def readme_command(start: str) -> list[str]:
     return shlex.split(line)
 
 
-# Three experiments: recipe A (1 epoch) is main's run and seed 1; recipe B (2 epochs), seeds 1 and 2.
-SEEDS = {
-    "a-seed-1": ["pets_model.seed=1"],
-    "b-seed-1": ["pets_model.seed=1", "fine_tune.epochs=2"],
-    "b-seed-2": ["pets_model.seed=2", "fine_tune.epochs=2"],
+# Three experiments per review: recipe A is main's committed run and seed 1; recipe B, seeds 1 and 2. Pets as
+# docs/reviewing.md shows it (six stages an experiment: a slow test); the MNIST simple net, whose experiments rerun
+# one training stage, for the same statistics end to end in the default suite.
+SEED_REVIEWS = {
+    "pets": {
+        "a-seed-1": ["pets_model.seed=1"],
+        "b-seed-1": ["pets_model.seed=1", "fine_tune.epochs=2"],
+        "b-seed-2": ["pets_model.seed=2", "fine_tune.epochs=2"],
+    },
+    "simple_net": {
+        "a-seed-1": ["mnist_models.simple_net.seed=1"],
+        "b-seed-1": ["mnist_models.simple_net.seed=1", "mnist_models.simple_net.hidden=60"],
+        "b-seed-2": ["mnist_models.simple_net.seed=2", "mnist_models.simple_net.hidden=60"],
+    },
 }
 
 
@@ -147,69 +156,73 @@ def wait_for_the_queue(project, timeout: float = 900) -> None:
         time.sleep(2)
 
 
-@pytest.fixture(scope="module")
-def seeds_branch(tmp_path_factory, built):
-    """A copy of the built project of its own: its experiments are these three alone."""
-    project = tmp_path_factory.mktemp("seeds") / "project"
+def queue_seed_review(built, folder, review: str) -> tuple:
+    """A copy of the built project of its own (its experiments are these three alone), with the review's two recipes
+    queued under seeds as docs/reviewing.md shows and run; the copy, and each experiment's summary metrics."""
+    project = folder / "project"
     shutil.copytree(built, project, symlinks=True)
-    return project
+    for name, changes in SEED_REVIEWS[review].items():
+        dvc(project, "exp", "run", "--queue", "-n", name, *[arg for c in changes for arg in ("-S", c)])
+    dvc(project, "queue", "start", "-j", "2")
+    wait_for_the_queue(project)
+    dvc(project, "queue", "stop", "--kill")
+    found = exp_metrics(project)
+    assert set(SEED_REVIEWS[review]) <= set(found), dvc(project, "queue", "status").stdout
+    return project, found
 
 
-@pytest.fixture(scope="module")
-def seed_groups(seeds_branch):
-    """Two recipes, queued under seeds as docs/reviewing.md shows."""
-    for name, changes in SEEDS.items():
-        dvc(seeds_branch, "exp", "run", "--queue", "-n", name, *[arg for c in changes for arg in ("-S", c)])
-    dvc(seeds_branch, "queue", "start", "-j", "2")
-    wait_for_the_queue(seeds_branch)
-    dvc(seeds_branch, "queue", "stop", "--kill")
-    found = exp_metrics(seeds_branch)
-    assert set(SEEDS) <= set(found), dvc(seeds_branch, "queue", "status").stdout
-    return found
+def test_compare_takes_two_groups_of_seeds_and_says_whether_b_is_better(built, tmp_path):
+    project, found = queue_seed_review(built, tmp_path, "simple_net")
+    compare_takes_two_groups_of_seeds(project, found, "mnist_simple_net_accuracy", images=200)
 
 
-def test_the_readme_review_table_fits_160_columns_with_the_headline_leftmost(seeds_branch, seed_groups):
+@pytest.mark.slow  # 3.5 minutes on 2 cores; the simple net's review above checks the same statistics
+def test_a_pets_seed_review_reads_in_the_readme_table_and_compares_as_two_recipes(built, tmp_path):
+    project, found = queue_seed_review(built, tmp_path, "pets")
+    the_readme_review_table_fits_160_columns_with_the_headline_leftmost(project, found)
+    compare_takes_two_groups_of_seeds(project, found, "pets_error_rate", images=29)
+
+
+def the_readme_review_table_fits_160_columns_with_the_headline_leftmost(project, found):
     command = readme_command("dvc exp show")
-    shown = subprocess.run(
-        command, cwd=seeds_branch, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"}
-    )
+    shown = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
     assert shown.returncode == 0, shown.stderr
     lines = [line.rstrip() for line in shown.stdout.splitlines() if line.strip()]
     assert max(map(len, lines)) <= 160, "\n".join(lines)
     assert "pets_model.seed" in lines[1] and "fine_tune.epochs" in lines[1] and "…" not in shown.stdout
     # results before inputs, the headline first among the results (the whole table, as CSV)
-    header = dvc(seeds_branch, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
-    summary_keys = list(seed_groups["a-seed-1"])
+    header = dvc(project, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    summary_keys = list(found["a-seed-1"])
     metric_columns = [column for column in header if column in summary_keys]
     assert metric_columns[0] == "pets_error_rate" and metric_columns == summary_keys
     assert max(header.index(key) for key in summary_keys) < header.index("pets_model.seed")
 
 
-def test_compare_takes_two_groups_of_seeds_and_says_whether_b_is_better(seeds_branch, seed_groups):
+def compare_takes_two_groups_of_seeds(project, found, key: str, images: int) -> None:
     group_a, group_b = ["HEAD", "a-seed-1"], ["b-seed-1", "b-seed-2"]
     result = subprocess.run(
         [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b, "--json"],
-        cwd=seeds_branch, capture_output=True, text=True,
+        cwd=project, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    pets = json.loads(result.stdout)["figures"]["pets_error_rate"]
-    committed = json.loads((seeds_branch / "metrics/summary.json").read_text())
-    runs_a = [committed["pets_error_rate"]] + [seed_groups[n]["pets_error_rate"] for n in group_a[1:]]
-    runs_b = [seed_groups[n]["pets_error_rate"] for n in group_b]
-    assert (pets["runs_a"], pets["runs_b"], pets["images"]) == (2, 2, 29)
-    assert pets["mean_a"] == pytest.approx(np.mean(runs_a), abs=1e-6)
-    assert pets["difference"] == pytest.approx(np.mean(runs_b) - np.mean(runs_a), abs=1e-6)
-    assert pets["difference_low"] <= pets["difference"] <= pets["difference_high"]
-    assert pets["seed_sd_a"] == pytest.approx(np.std(runs_a, ddof=1), abs=1e-6)
+    figure = json.loads(result.stdout)["figures"][key]
+    committed = json.loads((project / "metrics/summary.json").read_text())
+    runs_a = [committed[key]] + [found[n][key] for n in group_a[1:]]
+    runs_b = [found[n][key] for n in group_b]
+    assert (figure["runs_a"], figure["runs_b"], figure["images"]) == (2, 2, images)
+    assert figure["mean_a"] == pytest.approx(np.mean(runs_a), abs=1e-6)
+    assert figure["difference"] == pytest.approx(np.mean(runs_b) - np.mean(runs_a), abs=1e-6)
+    assert figure["difference_low"] <= figure["difference"] <= figure["difference_high"]
+    assert figure["seed_sd_a"] == pytest.approx(np.std(runs_a, ddof=1), abs=1e-6)
     words = subprocess.run(
-        [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b], cwd=seeds_branch,
+        [sys.executable, "-m", "stages.compare", "--a", *group_a, "--b", *group_b], cwd=project,
         capture_output=True, text=True,
     ).stdout  # fmt: skip
-    line = next(line for line in words.splitlines() if line.startswith("pets_error_rate"))
-    assert "95% CI" in line and "over seeds and the 29 validation images" in line
+    line = next(line for line in words.splitlines() if line.startswith(key))
+    assert "95% CI" in line and f"over seeds and the {images} validation images" in line
     assert any(verdict in line for verdict in ("B is better", "B is worse", "not enough evidence", "no difference"))
     refused = subprocess.run(
-        [sys.executable, "-m", "stages.compare", "--a", "HEAD", "--b", *group_b], cwd=seeds_branch,
+        [sys.executable, "-m", "stages.compare", "--a", "HEAD", "--b", *group_b], cwd=project,
         capture_output=True, text=True,
     )  # fmt: skip
     assert refused.returncode == 1 and "at least 2 runs" in refused.stderr and "Traceback" not in refused.stderr
