@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import easy_pets
@@ -41,12 +40,10 @@ def test_the_pets_recipe_learns_an_easy_set_far_below_chance(tmp_path, monkeypat
     classes = easy_pets.write(tmp_path / "data/pets")
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
-    start = time.perf_counter()
     learn = pets_learner(EASY_RECIPE, pretrained=False, compute=CPU, classes=classes)
     history = learn.fine_tune(4, 1e-2, freeze_epochs=1)
     error = 1 - history[-1]["accuracy"]
     assert error <= 0.1 < easy_pets.CHANCE_ERROR, history
-    assert time.perf_counter() - start < 60
 
 
 def test_torchrun_averages_gradients_one_step_on_two_processes_equals_one_on_the_whole_batch(tmp_path):
