@@ -220,7 +220,12 @@ def compare_takes_two_groups_of_seeds(project, found, key: str, images: int) -> 
     ).stdout  # fmt: skip
     line = next(line for line in words.splitlines() if line.startswith(key))
     assert "95% CI" in line and f"over seeds and the {images} validation images" in line
-    assert any(verdict in line for verdict in ("B is better", "B is worse", "not enough evidence", "no difference"))
+    # the verdict the interval calls for (which way is better: tests/test_compare_groups.py)
+    low, high = figure["difference_low"], figure["difference_high"]
+    if low > 0 or high < 0:
+        assert ("B is better" if (low > 0) != figure["lower_is_better"] else "B is worse") in line, line
+    else:
+        assert "not enough evidence" in line or "no difference" in line, line
     refused = subprocess.run(
         [sys.executable, "-m", "stages.compare", "--a", "HEAD", "--b", *group_b], cwd=project,
         capture_output=True, text=True,
