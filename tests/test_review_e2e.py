@@ -28,18 +28,23 @@ def main_branch(tmp_path_factory, built):
     return project
 
 
-def exp_metrics(project) -> dict[str, dict]:
-    """Experiment name -> its flat summary metrics, from ``dvc exp show --json``."""
+def exp_show(project) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Experiment name -> its flat summary metrics, and name -> its params.yaml, from ``dvc exp show --json``."""
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
-    found = {}
+    metrics, params = {}, {}
     for commit in shown:
         for exp in commit.get("experiments") or []:
             for rev in exp.get("revs", []):
                 data = rev.get("data") or {}
                 summary = (data.get("metrics") or {}).get("metrics/summary.json", {}).get("data")
                 if summary is not None and rev.get("name"):
-                    found[rev["name"]] = summary
-    return found
+                    metrics[rev["name"]] = summary
+                    params[rev["name"]] = (data.get("params") or {}).get("params.yaml", {}).get("data")
+    return metrics, params
+
+
+def exp_metrics(project) -> dict[str, dict]:
+    return exp_show(project)[0]
 
 
 def compare(project, *revisions: str) -> dict:
@@ -78,34 +83,6 @@ def test_metrics_diff_and_compare_show_what_a_change_did(main_branch):
         with chdir(main_branch), Repo(".") as repo:
             repo.checkout(force=True)
     assert committed_files_changed(main_branch) == ""
-
-
-def test_two_queued_experiments_run_by_two_workers_and_compare_reads_them_by_name(main_branch):
-    # Queued experiments run in their own copies, so neither inherits the other's params; the workspace stays on main.
-    experiments = {"l1-only": "baseline.distances=[l1]", "linear-slow": "mnist_models.linear.lr=0.01"}
-    for name, change in experiments.items():
-        dvc(main_branch, "exp", "run", "--queue", "-n", name, "-S", change)
-    dvc(main_branch, "queue", "start", "-j", "2")
-    wait_for_the_queue(main_branch)
-    dvc(main_branch, "queue", "stop", "--kill")
-    status = dvc(main_branch, "queue", "status").stdout
-    assert "Failed" not in status, status
-    found = exp_metrics(main_branch)
-    assert set(experiments) <= set(found), status
-    assert "mnist_pixel_l2_accuracy" not in found["l1-only"] and "mnist_pixel_l2_accuracy" in found["linear-slow"]
-    assert found["linear-slow"]["mnist_linear_accuracy"] != found["l1-only"]["mnist_linear_accuracy"]
-    assert committed_files_changed(main_branch) == ""
-
-    # An experiment name is a revision for stages.compare, and its figures are statsmodels' on the same images.
-    models = compare(main_branch, "HEAD", "linear-slow")
-    linear = models["mnist linear"]
-    assert linear["status"] == "compared" and linear["images"] == 200
-    assert linear["accuracy_b"] == pytest.approx(found["linear-slow"]["mnist_linear_accuracy"], abs=1e-6)
-    rights = linear["right_only_in_a"], linear["right_only_in_b"]
-    table = [[int(round(linear["accuracy_a"] * 200)) - rights[0], rights[0]], [rights[1], 0]]
-    assert linear["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, abs=1e-12)
-    assert models["mnist resnet18"]["right_only_in_a"] == models["mnist resnet18"]["right_only_in_b"] == 0
-    assert compare(main_branch, "HEAD", "l1-only")["pixel similarity (l2)"]["status"].startswith("l2 not computed")
 
 
 def test_push_then_pull_into_a_fresh_clone_runs_nothing(main_branch, tmp_path):
@@ -156,24 +133,65 @@ def wait_for_the_queue(project, timeout: float = 900) -> None:
         time.sleep(2)
 
 
-def queue_seed_review(built, folder, review: str) -> tuple:
-    """A copy of the built project of its own (its experiments are these three alone), with the review's two recipes
-    queued under seeds as docs/reviewing.md shows and run; the copy, and each experiment's summary metrics."""
-    project = folder / "project"
-    shutil.copytree(built, project, symlinks=True)
-    for name, changes in SEED_REVIEWS[review].items():
+def run_queue(project, experiments: dict[str, list[str]]) -> dict[str, dict]:
+    """``experiments`` (name -> its ``-S`` changes) queued and run by two workers, as docs/reviewing.md shows; each
+    experiment's summary metrics."""
+    for name, changes in experiments.items():
         dvc(project, "exp", "run", "--queue", "-n", name, *[arg for c in changes for arg in ("-S", c)])
     dvc(project, "queue", "start", "-j", "2")
     wait_for_the_queue(project)
     dvc(project, "queue", "stop", "--kill")
+    status = dvc(project, "queue", "status").stdout
+    assert "Failed" not in status, status
     found = exp_metrics(project)
-    assert set(SEED_REVIEWS[review]) <= set(found), dvc(project, "queue", "status").stdout
-    return project, found
+    assert set(experiments) <= set(found), status
+    return found
 
 
-def test_compare_takes_two_groups_of_seeds_and_says_whether_b_is_better(built, tmp_path):
-    project, found = queue_seed_review(built, tmp_path, "simple_net")
-    compare_takes_two_groups_of_seeds(project, found, "mnist_simple_net_accuracy", images=200)
+def queue_seed_review(built, folder, review: str) -> tuple:
+    """A copy of the built project of its own (its experiments are these three alone), with the review's two recipes
+    queued under seeds and run; the copy, and each experiment's summary metrics."""
+    project = folder / "project"
+    shutil.copytree(built, project, symlinks=True)
+    return project, run_queue(project, SEED_REVIEWS[review])
+
+
+def param(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def test_a_queued_seed_review_runs_on_two_workers_and_compare_reads_it_by_name_and_by_group(main_branch):
+    """One queue, as a reviewer runs it: the simple net's seed review beside a baseline change. Each experiment runs in
+    a copy of its own, with its own params and no other's, and the workspace stays on main; stages.compare reads an
+    experiment by name (statsmodels' figures on the same images) and two groups of seeds."""
+    experiments = {**SEED_REVIEWS["simple_net"], "l1-only": ["baseline.distances=[l1]"]}
+    found = run_queue(main_branch, experiments)
+    _, params = exp_show(main_branch)
+    committed = yaml.safe_load((main_branch / "params.yaml").read_text())
+    changed = {change.split("=")[0] for changes in experiments.values() for change in changes}
+    for name, changes in experiments.items():
+        asked = {key: yaml.safe_load(value) for key, value in (change.split("=", 1) for change in changes)}
+        ran = {key: param(params[name], key) for key in changed}
+        assert ran == {key: param(committed, key) for key in changed} | asked, name
+    assert "mnist_pixel_l2_accuracy" not in found["l1-only"]
+    assert all("mnist_pixel_l2_accuracy" in found[name] for name in SEED_REVIEWS["simple_net"])
+    assert committed_files_changed(main_branch) == ""
+
+    # An experiment name is a revision for stages.compare, and its figures are statsmodels' on the same images.
+    models = compare(main_branch, "HEAD", "b-seed-2")
+    net = models["mnist simple_net"]
+    assert net["status"] == "compared" and net["images"] == 200
+    assert net["accuracy_b"] == pytest.approx(found["b-seed-2"]["mnist_simple_net_accuracy"], abs=1e-6)
+    rights = net["right_only_in_a"], net["right_only_in_b"]
+    assert sum(rights) > 0, net  # another seed and width: some images change sides
+    table = [[int(round(net["accuracy_a"] * 200)) - rights[0], rights[0]], [rights[1], 0]]
+    assert net["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, abs=1e-12)
+    assert models["mnist resnet18"]["right_only_in_a"] == models["mnist resnet18"]["right_only_in_b"] == 0
+    assert compare(main_branch, "HEAD", "l1-only")["pixel similarity (l2)"]["status"].startswith("l2 not computed")
+
+    compare_takes_two_groups_of_seeds(main_branch, found, "mnist_simple_net_accuracy", images=200)
 
 
 @pytest.mark.slow  # 3.5 minutes on 2 cores; the simple net's review above checks the same statistics
