@@ -393,6 +393,20 @@ def test_the_markers_the_readme_names_are_pyprojects_and_left_out_by_default():
         assert f"not {marker}" in addopts, marker
 
 
+def test_every_test_that_mutation_testing_deselects_exists():
+    """pytest ignores a --deselect that matches nothing, so a renamed end-to-end test would silently join mutmut's
+    selection and fail there (its stage subprocesses cannot find mutmut's configuration)."""
+    import tomllib
+
+    args = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]
+    deselected = [args[i + 1] for i, arg in enumerate(args) if arg == "--deselect"]
+    assert deselected
+    for node in deselected:
+        path, name = node.split("::")
+        name = name.split("[")[0]  # a parametrized case: its function
+        assert re.search(rf"^def {re.escape(name)}\(", (ROOT / path).read_text(), re.M), node
+
+
 # --- docs/reviewing.md: the committed side of each real transcript ----------------------------------------------------
 
 
