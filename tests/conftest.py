@@ -252,13 +252,14 @@ def run_stage_here(project_dir: Path, module: str) -> subprocess.CompletedProces
     from stages.core import stage
 
     entry = importlib.import_module(module)
-    out, err = io.TextIOWrapper(io.BytesIO()), io.TextIOWrapper(io.BytesIO())  # stage.run reconfigures stdout
+    # stage.run reconfigures stdout, which a StringIO cannot
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
     code = 0
     with chdir(project_dir), redirect_stdout(out), redirect_stderr(err):
         try:
             stage.run(entry.main, entry.__doc__, entry.PARAMS, entry.SCHEMA, argv=[])
         except SystemExit as exit_:
-            code = exit_.code
+            code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1  # as a process exits
     out.flush(), err.flush()
     return subprocess.CompletedProcess([module], code, out.buffer.getvalue().decode(), err.buffer.getvalue().decode())
 

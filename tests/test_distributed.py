@@ -13,6 +13,7 @@ import easy_pets
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import run_stage, set_params
 
 from stages.core.devices import Compute
@@ -55,8 +56,9 @@ def test_two_processes_train_pets_learn_the_easy_set_over_every_image_and_write_
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     double = json.loads((clone / "metrics/pets/train/metrics.json").read_text())
     valid_images = len(np.load(clone / "data/pets/valid_labels.npy"))
-    # every validation image, none twice; the frozen epoch and the four unfrozen ones
-    assert (double["images"], double["step"]) == (valid_images, 1 + 4), double
+    fine_tune = yaml.safe_load((clone / "params.yaml").read_text())["fine_tune"]
+    # every validation image, none twice; the frozen epochs and the four unfrozen ones
+    assert (double["images"], double["step"]) == (valid_images, fine_tune["freeze_epochs"] + 4), double
     assert double["error_rate"] <= 0.1 < easy_pets.CHANCE_ERROR, double
     info = json.loads((clone / "data/models/pets/run_info.json").read_text())
     assert info["processes"] == 2
