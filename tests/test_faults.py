@@ -48,12 +48,13 @@ from conftest import (
     dvc,
     git,
     run_stage,
+    run_stage_here,
     set_params,
     tracked_outputs,
     tree_snapshot,
 )
 
-from stages import check_params, fetch_mnist
+from stages import check_params
 from stages.core import stage
 
 
@@ -302,13 +303,11 @@ def test_download_interrupted_mid_file_is_one_line_and_leaves_data(tmp_path):
     assert list((project / "data/raw").iterdir()) == []
 
 
-def test_a_file_where_the_output_folder_belongs_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+def test_a_file_where_the_output_folder_belongs_is_one_line_naming_it(tmp_path):
     project = copy_project(tmp_path / "p")
     (project / "data").write_text("not a folder")
-    monkeypatch.chdir(project)
-    with pytest.raises(SystemExit) as exit_info:
-        stage.run(fetch_mnist.main, fetch_mnist.__doc__, fetch_mnist.PARAMS, fetch_mnist.SCHEMA, argv=[])
-    assert "data/raw" in one_error_line(capsys.readouterr().err, exit_info.value.code)
+    result = run_stage_here(project, "stages.fetch_mnist")
+    assert "data/raw" in one_error_line(result.stderr, result.returncode)
 
 
 def test_permission_denied_is_one_line_naming_the_path(capsys):

@@ -44,10 +44,6 @@ def exp_show(project) -> tuple[dict[str, dict], dict[str, dict]]:
     return metrics, params
 
 
-def exp_metrics(project) -> dict[str, dict]:
-    return exp_show(project)[0]
-
-
 def compare(project, *revisions: str) -> dict:
     result = subprocess.run(
         [sys.executable, "-m", "stages.compare", *revisions, "--json"], cwd=project, capture_output=True, text=True
@@ -134,9 +130,9 @@ def wait_for_the_queue(project, timeout: float = 900) -> None:
         time.sleep(2)
 
 
-def run_queue(project, experiments: dict[str, list[str]]) -> dict[str, dict]:
+def run_queue(project, experiments: dict[str, list[str]]) -> tuple[dict[str, dict], dict[str, dict]]:
     """``experiments`` (name -> its ``-S`` changes) queued and run by two workers, as docs/reviewing.md shows; each
-    experiment's summary metrics."""
+    experiment's summary metrics and params (``exp_show``)."""
     for name, changes in experiments.items():
         dvc(project, "exp", "run", "--queue", "-n", name, *[arg for c in changes for arg in ("-S", c)])
     dvc(project, "queue", "start", "-j", "2")
@@ -144,9 +140,9 @@ def run_queue(project, experiments: dict[str, list[str]]) -> dict[str, dict]:
     dvc(project, "queue", "stop", "--kill")
     status = dvc(project, "queue", "status").stdout
     assert "Failed" not in status, status
-    found = exp_metrics(project)
+    found, params = exp_show(project)
     assert set(experiments) <= set(found), status
-    return found
+    return found, params
 
 
 def queue_seed_review(built, folder, review: str) -> tuple:
@@ -154,7 +150,7 @@ def queue_seed_review(built, folder, review: str) -> tuple:
     queued under seeds and run; the copy, and each experiment's summary metrics."""
     project = folder / "project"
     shutil.copytree(built, project, symlinks=True)
-    return project, run_queue(project, SEED_REVIEWS[review])
+    return project, run_queue(project, SEED_REVIEWS[review])[0]
 
 
 def test_a_queued_seed_review_runs_on_two_workers_and_compare_reads_it_by_name_and_by_group(main_branch):
@@ -162,10 +158,10 @@ def test_a_queued_seed_review_runs_on_two_workers_and_compare_reads_it_by_name_a
     a copy of its own, with its own params and no other's, and the workspace stays on main; stages.compare reads an
     experiment by name (statsmodels' figures on the same images) and two groups of seeds."""
     experiments = {**SEED_REVIEWS["simple_net"], "l1-only": ["baseline.distances=[l1]"]}
-    found = run_queue(main_branch, experiments)
-    _, params = exp_show(main_branch)
+    found, params = run_queue(main_branch, experiments)
+    main = (main_branch / "params.yaml").read_text()
     for name, changes in experiments.items():
-        expected = yaml.safe_load((main_branch / "params.yaml").read_text())  # main's, with this experiment's changes
+        expected = yaml.safe_load(main)  # main's, with this experiment's changes
         for key, value in (change.split("=", 1) for change in changes):
             *parents, leaf = key.split(".")
             functools.reduce(dict.__getitem__, parents, expected)[leaf] = yaml.safe_load(value)
