@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from contextlib import chdir
+from contextlib import chdir, contextmanager
 from pathlib import Path
 
 import pytest
@@ -150,6 +150,14 @@ def needs_the_project(item: pytest.Item) -> bool:
     return bool(PROJECT_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-tiny-outputs",
+        action="store_true",
+        help="build the tiny project under the default environment and record its outputs in tests/tiny_outputs.json",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that need no built project first: they run while the project builds (below)."""
     items.sort(key=needs_the_project)
@@ -168,18 +176,57 @@ def shared_folder(factory: pytest.TempPathFactory) -> Path:
     return folder.parent if os.environ.get("PYTEST_XDIST_WORKER") else folder
 
 
+# Another machine's environment, as far as a process can stand in for one: thread variables that ask for two threads
+# where the params say one (the tiny project's compute.cpu_threads), every instruction-set cap lowered, one worker
+# process instead of two. The build runs under it, and tests/tiny_outputs.json holds what a build under the default
+# environment wrote (test_reproducibility compares them); stages/core/cpu.py pins all of them.
+HOSTILE = {
+    "PIPELINE_WORKERS": "1",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+    "ATEN_CPU_CAPABILITY": "default",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "DNNL_MAX_CPU_ISA": "SSE41",
+    "MKL_CBWR": "AUTO",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+    "THP_MEM_ALLOC_ENABLE": "0",
+}
+
+
+@contextmanager
+def environment(variables: dict[str, str]):
+    """``variables`` set in this process, so the stage processes ``dvc repro`` starts inherit them; then as before."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def build(project: Path, env: dict[str, str] | None = None) -> set[str]:
+    """A copy of the project on tiny params at ``project``, built with ``dvc repro`` under ``env`` and committed
+    (dvc.lock, metrics) as a user's main branch would be; the stages that ran."""
+    copy_project(project)
+    with environment(env or {}):
+        ran = repro(project)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "built")
+    return ran
+
+
 def build_once(shared: Path) -> None:
-    """The project on tiny params under ``shared/built``, built with ``dvc repro`` and committed (dvc.lock, metrics)
-    as a user's main branch would be, with the stages that run ran; unless a process already built it. Under a lock:
-    a process that comes while another builds waits for it."""
+    """The project built under ``HOSTILE`` at ``shared/built``, with the stages that ran; unless a process already
+    built it. Under a lock: a process that comes while another builds waits for it."""
     project, record = shared / "built" / "project", shared / "built" / "ran.json"
     with FileLock(shared / "built.lock"):
         if not record.is_file():
             shutil.rmtree(project.parent, ignore_errors=True)  # what a failed build left
-            copy_project(project)
-            ran = repro(project)
-            git(project, "add", "-A")
-            git(project, "commit", "-qm", "built")
+            ran = build(project, HOSTILE)
             record.write_text(json.dumps(sorted(ran)))
 
 
