@@ -182,6 +182,23 @@ def test_run_info_on_a_gpu_names_the_gpu_instead_of_cpu_threads(monkeypatch):
     assert asked == [device]
 
 
+@pytest.mark.parametrize(
+    ("mixed", "numerics", "channels_last"),
+    [(False, "portable", False), (False, "native", True), (True, "portable", True)],
+)
+def test_convolutions_go_channels_last_with_mixed_precision_or_native_numerics_on_the_cpu(
+    mixed, numerics, channels_last
+):
+    """portable float32 keeps torch's default layout, whose sums the committed results hold; native on the CPU and
+    mixed precision anywhere lay out the model and every image batch channels-last, which oneDNN runs faster."""
+    compute = Compute(torch.device("cpu"), mixed=mixed, numerics=numerics)
+    model = compute.prepare(torch.nn.Conv2d(3, 4, 3))
+    xb, _ = compute.to_device(torch.zeros(2, 3, 8, 8), torch.zeros(2))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert model.weight.is_contiguous(memory_format=layout) and xb.is_contiguous(memory_format=layout)
+    assert not model.weight.is_contiguous() if channels_last else xb.is_contiguous()
+
+
 @pytest.fixture
 def two_gpus(monkeypatch):
     """A machine with two CUDA GPUs, as far as device selection can tell."""
