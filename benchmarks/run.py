@@ -625,7 +625,10 @@ def cpu_description() -> str:
     flags = set(fields.get("flags", "").split())
     widths = (("avx512f", "AVX-512"), ("avx2", "AVX2"))
     widest = next((name for flag, name in widths if flag in flags), "no AVX2")
-    return f"{fields.get('model name', platform.machine())}, {widest}" + (", AMX" if "amx_tile" in flags else "")
+    # a model name such as "AMD EPYC" covers several generations; the family and model tell them apart
+    generation = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
+    amx = ", AMX" if "amx_tile" in flags else ""
+    return f"{fields.get('model name', platform.machine())}, {widest}{amx}{generation}"
 
 
 def main() -> None:
