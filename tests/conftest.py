@@ -179,7 +179,9 @@ def shared_folder(factory: pytest.TempPathFactory) -> Path:
 # Another machine's environment, as far as a process can stand in for one: thread variables that ask for two threads
 # where the params say one (the tiny project's compute.cpu_threads), every instruction-set cap lowered, one worker
 # process instead of two. The build runs under it, and tests/tiny_outputs.json holds what a build under the default
-# environment wrote (test_reproducibility compares them); stages/core/cpu.py pins all of them.
+# environment wrote (test_reproducibility compares them). None may change a byte: stages/core/cpu.py overrides the
+# caps, compute.cpu_threads sets torch's thread count, the worker count only splits the stand-in and presizing, and
+# huge pages are speed only.
 HOSTILE = {
     "PIPELINE_WORKERS": "1",
     "OMP_NUM_THREADS": "2",

@@ -146,8 +146,9 @@ def test_bad_params_stop_a_stage_process_the_same_way(tmp_path):
     assert "source: 'internet' is not allowed" in line and "pets.valid_pct" not in line
 
 
-# What DVC would delete first is the outputs of the stages an edit makes stale: none but check_params's (a typo), the
-# Pets data and all it feeds, every computing stage. The message for each block is the in-process test's above.
+# What DVC would delete first is the outputs of the stages an edit makes stale: check_params's and interpret_pets's (a
+# typo in the interpret block, which interpret_pets reads whole), the Pets data and all it feeds, every computing
+# stage. Each message's wording is checked in process above.
 @pytest.mark.parametrize(
     "change",
     [{"interpret.min_vall": 1}, {"pets.valid_pct": 1.5}, {"compute.device": "tpu"}],

@@ -139,18 +139,27 @@ def end_the_workers(project, timeout: float = 30) -> None:
     import signal
     import time
 
-    def running(pid: int) -> bool:  # a celery worker with that number, not a later process that got it, nor a zombie
+    def running(pid: int) -> bool:
+        """A queue worker with that number, not a later process that got it, nor a zombie. Its command line is DVC's
+        ``exp queue-worker``, or celery's title for it where setproctitle is installed."""
         try:
-            return b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
+        return b"queue-worker" in command or b"celery" in command
 
-    pids = [int(f.read_text()) for f in (project / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.pid")]
-    deadline = time.monotonic() + timeout
-    while any(map(running, pids)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid in filter(running, pids):
-        os.kill(pid, signal.SIGTERM)  # DVC's race, not the review's failure
+    def pid(file: Path) -> int | None:  # a worker that is exiting rewrites its file: empty for a moment
+        text = file.read_text().strip()
+        return int(text) if text.isdigit() else None
+
+    pids = [pid(f) for f in (project / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.pid")]
+    pids = [number for number in pids if number is not None]
+    for sig, wait in ((None, timeout), (signal.SIGTERM, 10), (signal.SIGKILL, 0)):
+        for number in filter(running, pids) if sig else ():
+            os.kill(number, sig)  # DVC's race, not the review's failure
+        deadline = time.monotonic() + wait
+        while any(map(running, pids)) and time.monotonic() < deadline:
+            time.sleep(0.5)
 
 
 def run_queue(project, experiments: dict[str, list[str]]) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -197,6 +197,8 @@ def test_convolutions_go_channels_last_with_mixed_precision_or_native_numerics_o
     layout = torch.channels_last if channels_last else torch.contiguous_format
     assert model.weight.is_contiguous(memory_format=layout) and xb.is_contiguous(memory_format=layout)
     assert not model.weight.is_contiguous() if channels_last else xb.is_contiguous()
+    # on a GPU native numerics mean nothing (no cap there): float32 keeps the default layout
+    assert not Compute(torch.device("cuda"), mixed=False, numerics="native").channels_last
 
 
 @pytest.fixture
