@@ -17,7 +17,7 @@ Parts:
 - startup: seconds of a fresh process importing what a stage imports (Python and stages; torch and torchvision; a
   training stage's modules), which every computing stage pays once.
 - cpu_caps: what the reproducibility caps (stages/core/cpu.py) cost on this CPU: resnet18 training steps with the
-  caps and without, each in a fresh process.
+  caps, without, and without in channels-last memory (as ``compute.numerics: native`` runs), each in a fresh process.
 - pipeline: the default ``dvc repro`` from nothing (wall time, peak memory of its largest process), then with
   nothing to do, then in a fresh clone of the last commit (the README's main command: the stages it runs).
   Targets: 6 minutes, 4 GB, 3 s.
@@ -321,9 +321,9 @@ def probe(code: str, env: dict[str, str] | None = None) -> str:
 CAPS_PROBE = """
 import time, torch, torchvision
 torch.set_num_threads({threads})
-net = torchvision.models.resnet18(num_classes=37)
+net = torchvision.models.resnet18(num_classes=37).to(memory_format=torch.{layout})
 opt = torch.optim.AdamW(net.parameters(), 1e-3)
-x, y = torch.rand(64, 3, {size}, {size}), torch.randint(0, 37, (64,))
+x, y = torch.rand(64, 3, {size}, {size}).contiguous(memory_format=torch.{layout}), torch.randint(0, 37, (64,))
 def step():
     loss = torch.nn.functional.cross_entropy(net(x), y); opt.zero_grad(); loss.backward(); opt.step()
 step(); step()
@@ -335,17 +335,24 @@ print(5 * 64 / (time.perf_counter() - start), torch.backends.cpu.get_cpu_capabil
 
 
 def cpu_caps_benchmark() -> dict:
+    """Capped (portable), uncapped, and uncapped in channels-last memory (native: both of what it changes)."""
     threads, size = cpu_threads(), PARAMS["pets_model"]["size"]
-    code = CAPS_PROBE.format(threads=threads, size=size)
     free = uncapped(dict(os.environ))
     result = {}
-    for name, env in (("capped", {**free, **PINNED}), ("uncapped", free)):
-        speed, capability = probe(code, env).split()
-        result[name] = {"resnet18_images_per_s": round(float(speed), 1), "aten_capability": capability}
-    result["uncapped_over_capped"] = round(
-        result["uncapped"]["resnet18_images_per_s"] / result["capped"]["resnet18_images_per_s"], 2
+    cases = (
+        ("capped", {**free, **PINNED}, "contiguous_format"),
+        ("uncapped", free, "contiguous_format"),
+        ("native", free, "channels_last"),
     )
-    result["setting"] = f"resnet18 training steps, batch 64 at {size} px, {threads} threads"
+    for name, env, layout in cases:
+        speed, capability = probe(CAPS_PROBE.format(threads=threads, size=size, layout=layout), env).split()
+        result[name] = {"resnet18_images_per_s": round(float(speed), 1), "aten_capability": capability}
+    speeds = {name: result[name]["resnet18_images_per_s"] for name, _, _ in cases}
+    result["uncapped_over_capped"] = round(speeds["uncapped"] / speeds["capped"], 2)
+    result["native_over_capped"] = round(speeds["native"] / speeds["capped"], 2)
+    result["setting"] = (
+        f"resnet18 training steps, batch 64 at {size} px, {threads} threads; native: uncapped and channels-last"
+    )
     return result
 
 
@@ -614,8 +621,9 @@ def cpu_threads() -> int:
 
 
 def cpu_description() -> str:
-    """The CPU's model name and its widest vector instructions as the OS shows them (/proc/cpuinfo on Linux): two
-    machines of one model name can differ in what their hypervisor exposes, and speed follows that."""
+    """The CPU's model name, its widest vector instructions as the OS shows them, and its family and model
+    (/proc/cpuinfo on Linux): two machines of one model name can differ in what their hypervisor exposes, and speed
+    follows that."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:

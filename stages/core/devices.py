@@ -6,7 +6,7 @@ on the CPU; ``bf16`` runs that same mixed-precision path on any device (so CI ru
 runs); ``fp32`` turns it off everywhere. Batches are copied to CUDA from pinned memory without blocking.
 
 ``compute.numerics: native`` on the CPU also lays convolutions out channels-last: oneDNN's AVX-512 kernels run a
-resnet18 training step about 1.15x faster that way on a Zen 4 (docs/benchmarks.md), and its sums differ from the
+resnet18 training step 1.09x faster that way on an AVX-512 Zen 4 (docs/benchmarks.md), and its sums differ from the
 channels-first kernels', which only ``portable``'s results must not.
 """
 
@@ -38,7 +38,8 @@ def pick(name: str) -> torch.device:
 
 @dataclass(frozen=True)
 class Compute:
-    """A device and how to compute on it: ``mixed`` means bf16 autocast and channels-last memory."""
+    """A device and how to compute on it: ``mixed`` means bf16 autocast (and channels-last memory, as ``native``
+    numerics on the CPU also do)."""
 
     device: torch.device
     mixed: bool
