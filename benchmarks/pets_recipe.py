@@ -5,7 +5,8 @@ benchmarks/fastai_pets.py, for benchmarks/run.py.
 
 It builds the Pets learner from params.yaml's ``pets_model`` block (the seed and the data folder replaced), runs
 lr_find and takes its ``lr_find.suggestion`` (or a given --lr), then ``fine_tune`` with the ``fine_tune`` block.
-``--numerics`` replaces ``compute.numerics`` and is applied as a stage applies it, before torch loads.
+``--numerics`` replaces ``compute.numerics`` and is applied as a stage applies it, before torch loads; ``--device`` and
+``--precision`` replace theirs.
 It prints one JSON line: the error rate, and the seconds of lr_find and of fine_tune.
 """
 
@@ -34,12 +35,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--numerics", choices=["portable", "native"], default=None, help="default: params.yaml's")
     parser.add_argument("--device", default=None, help="compute.device (cpu, cuda); default: params.yaml's")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None, help="default: params.yaml's")
     args = parser.parse_args()
     params = yaml.safe_load(args.params.read_text())
     if args.numerics is not None:
         params["compute"]["numerics"] = args.numerics
     if args.device is not None:
         params["compute"]["device"] = args.device
+    if args.precision is not None:
+        params["compute"]["precision"] = args.precision
     cpu.use_numerics(params["compute"]["numerics"])
 
     import torch
@@ -79,6 +83,7 @@ def main() -> None:
                 "train_seconds": round(train_seconds, 1),
                 "lr_find_seconds": round(lr_find_seconds, 1),
                 "numerics": params["compute"]["numerics"],
+                "precision": "bf16" if compute.mixed else "fp32",
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "threads": torch.get_num_threads(),
                 "loader_workers": os.environ.get("PIPELINE_WORKERS"),
