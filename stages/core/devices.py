@@ -6,8 +6,8 @@ on the CPU; ``bf16`` runs that same mixed-precision path on any device (so CI ru
 runs); ``fp32`` turns it off everywhere. Batches are copied to CUDA from pinned memory without blocking.
 
 ``compute.numerics: native`` on the CPU also lays convolutions out channels-last: oneDNN's AVX-512 kernels run a
-resnet18 training step 1.09x faster that way on an AVX-512 Zen 4 (docs/benchmarks.md), and its sums differ from the
-channels-first kernels', which only ``portable``'s results must not.
+resnet18 training step 1.09x faster that way on an AVX-512 Zen 4 (docs/benchmarks.md), and its sums run in another order
+than the channels-first kernels': allowed for ``native``, whose results are the machine's own, not for ``portable``.
 """
 
 from __future__ import annotations
