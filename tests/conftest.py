@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import sys
 import threading
-from contextlib import chdir, contextmanager
+from contextlib import chdir
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -195,26 +196,11 @@ HOSTILE = {
 }
 
 
-@contextmanager
-def environment(variables: dict[str, str]):
-    """``variables`` set in this process, so the stage processes ``dvc repro`` starts inherit them; then as before."""
-    before = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def build(project: Path, env: dict[str, str] | None = None) -> set[str]:
     """A copy of the project on tiny params at ``project``, built with ``dvc repro`` under ``env`` and committed
     (dvc.lock, metrics) as a user's main branch would be; the stages that ran."""
     copy_project(project)
-    with environment(env or {}):
+    with mock.patch.dict(os.environ, env or {}):  # inherited by the stage processes dvc starts; then as before
         ran = repro(project)
     git(project, "add", "-A")
     git(project, "commit", "-qm", "built")
