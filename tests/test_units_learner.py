@@ -5,6 +5,7 @@ against a mutant that the rest of the unit tests let survive (tools/mutation.sh)
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import nullcontext
 
 import matplotlib.pyplot as plt
@@ -390,6 +391,35 @@ def test_train_one_epoch_returns_the_image_weighted_mean_of_its_batch_losses():
     expected = [nn.functional.mse_loss(model(xb), yb).item() * len(yb) for xb, yb in data]
     mean = train_one_epoch(model, data, loss_func=nn.functional.mse_loss, opt=opt, compute=CPU, tfm=None)
     assert mean == pytest.approx(sum(expected) / 10, rel=1e-6)
+
+
+def test_the_loop_reads_losses_and_outputs_from_the_device_once_per_pass_not_once_per_batch(monkeypatch):
+    """A read from the device (``.item()``, ``.cpu()``, ``.tolist()``) waits for every GPU step queued before it; once
+    a batch, it stalls the GPU every batch. The loop's own reads are counted on the CPU, where its code is the same."""
+    from stages.learner import learner as loop
+
+    reads = []
+
+    def counted(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_filename == loop.__file__:
+                reads.append(name)
+            return real(self, *args, **kwargs)
+
+        return read
+
+    for name in ("item", "cpu", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    data = loader(regression(10), 2, CPU, shuffle=False, seed=0)  # five batches
+    model = nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loop.train_one_epoch(model, data, loss_func=nn.functional.mse_loss, opt=opt, compute=CPU, tfm=None)
+    assert reads == ["tolist"]
+    reads.clear()
+    outputs, targets, _ = loop.evaluate(model, data, loss_func=nn.functional.mse_loss, compute=CPU, tfm=None)
+    assert sorted(reads) == ["cpu", "tolist"] and outputs.shape == targets.shape == (10, 1)
 
 
 def test_last_preds_is_the_last_epochs_validation_pass_bit_for_bit():

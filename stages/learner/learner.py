@@ -134,14 +134,14 @@ def train_one_epoch(
 ) -> float:
     """Train on every batch of ``data``; ``scheduler`` steps every batch (one-cycle). Returns the mean loss."""
     model.train()
-    loss_sum, count = 0.0, 0
+    losses, sizes = [], []
     for xb, yb in progress(data, description, unit="batches"):
         loss = train_step(model, xb, yb, loss_func=loss_func, opt=opt, compute=compute, tfm=tfm)
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.item() * len(yb)
-        count += len(yb)
-    return loss_sum / count
+        losses.append(loss.detach())
+        sizes.append(len(yb))
+    return image_weighted_mean(losses, sizes)
 
 
 def evaluate(
@@ -149,16 +149,26 @@ def evaluate(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """All outputs (float32, on the CPU) for ``data``, its targets, and the mean loss."""
     model.eval()
-    outputs, targets, loss_sum = [], [], 0.0
+    outputs, targets, losses, sizes = [], [], [], []
     with torch.no_grad(), compute.autocast():
         for xb, yb in data:
             targets.append(yb)
             xb, yb = compute.to_device(xb, yb, tfm)
             out = model(xb).float()
-            loss_sum += loss_func(out, yb).item() * len(yb)
-            outputs.append(out.cpu())
-    all_targets = torch.cat(targets)
-    return torch.cat(outputs), all_targets, loss_sum / len(all_targets)
+            losses.append(loss_func(out, yb))
+            sizes.append(len(yb))
+            outputs.append(out)
+    return torch.cat(outputs).cpu(), torch.cat(targets), image_weighted_mean(losses, sizes)
+
+
+def image_weighted_mean(losses: list[torch.Tensor], sizes: list[int]) -> float:
+    """The mean over images of per-batch mean losses, read from the device once, not once per batch: a read waits for
+    the GPU to finish every step queued before it. Summed as Python floats in batch order, as per-batch ``.item()``
+    reads were, so the figure is the same to the last bit."""
+    total = 0.0
+    for loss, size in zip(torch.stack(losses).tolist(), sizes, strict=True):
+        total += loss * size
+    return total / sum(sizes)
 
 
 def _items(data) -> int:
