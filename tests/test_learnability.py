@@ -101,3 +101,28 @@ def test_an_empty_validation_split_is_one_error():
     )
     with pytest.raises(UserError, match=r"the validation data makes no batch: 0 images"):
         Learner(nn.Linear(2, 1), DataLoaders(train, valid), nn.functional.mse_loss, CPU)
+
+
+def test_images_held_on_the_device_train_bit_for_bit_as_the_loader_gives_them(tmp_path, monkeypatch):
+    """On a GPU with room, the presized images go to the device whole and the loader batches indices
+    (stages/pets/data.py's ``OnDevice``). Forced on the CPU here, that path must train exactly as the loader's:
+    the same images, in the same order, through the same augmentation, to the same weights and predictions."""
+    from stages.pets import data
+
+    easy_pets.write(tmp_path / "data/pets", per_class=16)
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    recipe = {**EASY_RECIPE, "batch_size": 8}
+
+    def trained(on_device: bool):
+        monkeypatch.setattr(Compute, "holds", lambda self, nbytes: on_device)
+        learn = pets_learner(recipe, pretrained=False, compute=CPU, classes=sorted(easy_pets.COLOURS))
+        assert isinstance(learn.dls.train.dataset, data.OnDevice) == on_device
+        assert isinstance(learn.dls.valid.dataset, data.OnDevice) == on_device
+        assert learn.dls.valid.dataset.presize == 24  # train_pets records it beside the weights
+        learn.fine_tune(1, 1e-2, freeze_epochs=1)
+        return learn.model.state_dict(), learn.last_preds
+
+    (loaded, loaded_preds), (held, held_preds) = trained(False), trained(True)
+    assert all(torch.equal(loaded[name], held[name]) for name in loaded)
+    assert torch.equal(loaded_preds[0], held_preds[0]) and loaded_preds[2] == held_preds[2]

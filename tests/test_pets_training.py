@@ -232,3 +232,12 @@ def test_batches_load_in_worker_processes_only_for_a_gpu():
     # On the CPU the workers only took cores from the training threads; for a GPU they overlap its steps.
     assert CPU.loader_workers(4) == 0
     assert Compute(torch.device("cuda"), mixed=True).loader_workers(4) == 4
+
+
+def test_data_goes_to_the_device_whole_only_on_a_gpu_with_four_times_its_size_free(monkeypatch):
+    """The CPU's loader reads from memory already; a GPU takes the images when they fill at most a quarter of its free
+    memory, leaving the rest to the model and its activations."""
+    assert not CPU.holds(1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4_000, 80_000))
+    gpu = Compute(torch.device("cuda"), mixed=True)
+    assert gpu.holds(1_000) and not gpu.holds(1_001)

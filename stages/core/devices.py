@@ -74,6 +74,15 @@ class Compute:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb.to(self.device, non_blocking=True)
 
+    def holds(self, nbytes: int) -> bool:
+        """Whether a dataset of ``nbytes`` goes to the device whole (stages/pets/data.py's ``OnDevice``): on a GPU,
+        when it takes at most a quarter of the free memory, which leaves the rest to the model and its activations.
+        Never on the CPU, whose loader already reads from memory (the page cache)."""
+        if self.device.type != "cuda":
+            return False
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return nbytes <= free // 4
+
     @property
     def pin_memory(self) -> bool:
         return self.device.type == "cuda"

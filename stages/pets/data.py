@@ -4,7 +4,8 @@ resize once on disk, augment per batch on the GPU).
 
 Images are read from the ``.npy`` file with ``pread``, one at a time, rather than through a memory map: the
 operating system still caches the file, but a map would count every page touched against the process, which at the
-real set's size (4.7 GB at 460 pixels) is more memory than the training itself.
+real set's size (4.7 GB at 460 pixels) is more memory than the training itself. A GPU with room for them takes a
+split's images whole instead (``OnDevice``), so its batches are indexed where they are computed on.
 """
 
 from __future__ import annotations
@@ -62,6 +63,33 @@ class PresizedPets(Dataset):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fd": None, "_pid": None}  # a file descriptor does not travel to a worker
+
+
+class OnDevice(Dataset):
+    """A split's presized images copied whole to the device once, as ``(N, 3, P, P)`` uint8. Item ``i`` is ``(i, label
+    i)``: the loader batches indices, and :meth:`gather` takes a batch's images on the device. On a GPU this replaces
+    every batch's reading, pinning and host-to-device copy with an index there; the images are those the loader would
+    have given, in the same order, so training is the same (tests/test_learnability.py)."""
+
+    COPY_IMAGES = 256  # images per copy to the device: the host holds no more than these at once
+
+    def __init__(self, images: PresizedPets, device: torch.device):
+        self.presize, self.labels, self.path = images.presize, images.labels, images.path
+        on_disk = np.load(images.path, mmap_mode="r")  # (N, P, P, 3), read a part at a time
+        self.images = torch.empty((len(on_disk), 3, self.presize, self.presize), dtype=torch.uint8, device=device)
+        for start in range(0, len(on_disk), self.COPY_IMAGES):
+            part = torch.from_numpy(np.array(on_disk[start : start + self.COPY_IMAGES]))  # a writable copy
+            self.images[start : start + len(part)].copy_(part.permute(0, 3, 1, 2))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return i, int(self.labels[i])
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor:
+        """The images of a batch of indices, as the loader of :class:`PresizedPets` batches them."""
+        return self.images[indices.to(self.images.device)]
 
 
 def read_index(folder: Path = DATA) -> dict:

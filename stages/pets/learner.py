@@ -38,6 +38,15 @@ class Limited:
         return self.batches
 
 
+def gathered(batches, transform):
+    """The batch transform for ``batches``: an ``OnDevice`` dataset's batches are indices, whose images are gathered
+    on the device first."""
+    dataset = getattr(batches, "loader", batches).dataset
+    if isinstance(dataset, data.OnDevice):
+        return lambda indices: transform(dataset.gather(indices))
+    return transform
+
+
 def pets_learner(
     cfg: dict,
     pretrained: bool,
@@ -54,14 +63,16 @@ def pets_learner(
     normalized = wants_normalized(pretrained)
 
     def split(name: str, shuffle: bool):
+        images = data.PresizedPets(name)
+        on_device = compute.holds(len(images) * images.image_bytes)
         # fastai drops the last, smaller training batch: BatchNorm statistics of a handful of images are noise.
         return loader(
-            data.PresizedPets(name),
+            data.OnDevice(images, compute.device) if on_device else images,
             cfg["batch_size"],
             compute,
             shuffle=shuffle,
             seed=cfg["seed"],
-            workers=compute.loader_workers(settings.workers()),
+            workers=0 if on_device else compute.loader_workers(settings.workers()),  # batches of indices
             drop_last=shuffle,
         )
 
@@ -72,8 +83,10 @@ def pets_learner(
     dls = DataLoaders(
         train=train,
         valid=valid,
-        train_tfm=augment.BatchAugment(augmentation, seed=cfg["seed"] + world.rank, normalize=normalized),
-        valid_tfm=lambda batch: augment.resize_batch(batch, cfg["size"], normalized),
+        train_tfm=gathered(
+            train, augment.BatchAugment(augmentation, seed=cfg["seed"] + world.rank, normalize=normalized)
+        ),
+        valid_tfm=gathered(valid, lambda batch: augment.resize_batch(batch, cfg["size"], normalized)),
     )
     return Learner(
         net,
