@@ -18,6 +18,9 @@ Parts:
   training stage's modules), which every computing stage pays once.
 - cpu_caps: what the reproducibility caps (stages/core/cpu.py) cost on this CPU: resnet18 training steps with the
   caps, without, and without in channels-last memory (as ``compute.numerics: native`` runs), each in a fresh process.
+- allocation: Pets training steps with glibc's malloc as it is, as the stages set it (freed memory kept), and with
+  every block kept (docs/operations.md), at the recipe's size and the book's: step time, page faults, system time,
+  peak memory, each in a fresh process.
 - pipeline: the default ``dvc repro`` from nothing (wall time, peak memory of its largest process), then with
   nothing to do, then in a fresh clone of the last commit (the README's main command: the stages it runs).
   Targets: 6 minutes, 4 GB, 3 s.
@@ -356,6 +359,74 @@ def cpu_caps_benchmark() -> dict:
     return result
 
 
+# --- allocation: freed memory kept or given back ------------------------------------------------------
+
+ALLOCATION_PROBE = """
+import json, resource, statistics, sys, time
+sys.path.insert(0, {root!r})
+import stages
+import torch
+from stages.core.devices import Compute
+from stages.learner.learner import train_step
+from stages.learner.optimizer import adam, param_groups
+from stages.pets import augment, model
+torch.set_num_threads({threads})
+torch.manual_seed(0)
+compute = Compute(torch.device("cpu"), mixed=False)
+net = compute.prepare(model.build({arch!r}, False, 37))
+opt = adam(param_groups(model.layer_groups(net), [1e-4] * 3, 0.01))
+augmentation = augment.BatchAugment(augment.AugTransforms({size}, 0.75), seed=0, normalize=True)
+images = torch.randint(0, 256, (64, 3, {presize}, {presize}), dtype=torch.uint8)
+labels = torch.randint(0, 37, (64,))
+steps = []
+for _ in range({steps} + 1):
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    train_step(net, images, labels, loss_func=torch.nn.functional.cross_entropy, opt=opt, compute=compute,
+               tfm=augmentation)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    steps.append((time.perf_counter() - start, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime))
+steps = steps[1:]  # the first step allocates everything for the first time under any setting
+print(json.dumps({{
+    "step_seconds_median": round(statistics.median(s for s, _, _ in steps), 3),
+    "page_faults_per_step": round(statistics.mean(f for _, f, _ in steps)),
+    "system_seconds_per_step": round(statistics.mean(t for _, _, t in steps), 3),
+    "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+}}))
+"""
+
+# glibc's own behaviour (a malloc tunable at its default value, so the stages leave malloc alone), the stages'
+# (stages/core/cpu.py's keep_freed_memory), and every block kept (operations.md's setting for the book's size).
+ALLOCATION_SETTINGS = {
+    "glibc_default": {"GLIBC_TUNABLES": "glibc.malloc.perturb=0"},
+    "stages_default": {},
+    "every_block_kept": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967295"},
+}
+
+
+def allocation_benchmark() -> dict:
+    """Pets training steps (portable) under each of ALLOCATION_SETTINGS, each in a fresh process: the step's median
+    time, its page faults and system time, the process's peak memory; at the recipe's size and at the book's."""
+    cfg, threads = PARAMS["pets_model"], cpu_threads()
+    shapes = {
+        f"{cfg['arch']}_{PARAMS['pets']['presize']}_to_{cfg['size']}": (
+            cfg["arch"],
+            PARAMS["pets"]["presize"],
+            cfg["size"],
+            10,
+        ),
+        "resnet34_460_to_224": ("resnet34", 460, 224, 5),
+    }
+    clean = {name: value for name, value in os.environ.items() if not name.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    result = {"setting": f"training steps of batch 64, {threads} threads, after a first step; each setting a process"}
+    for shape, (arch, presize_px, size, steps) in shapes.items():
+        code = ALLOCATION_PROBE.format(
+            root=str(ROOT), threads=threads, arch=arch, presize=presize_px, size=size, steps=steps
+        )
+        result[shape] = {name: json.loads(probe(code, {**clean, **env})) for name, env in ALLOCATION_SETTINGS.items()}
+        print(f"  allocation part: {shape}: {result[shape]}", file=sys.stderr, flush=True)
+    return result
+
+
 # --- the pipeline ------------------------------------------------------------------------------------
 
 
@@ -647,6 +718,7 @@ def main() -> None:
         "training",
         "startup",
         "cpu_caps",
+        "allocation",
         "pipeline",
         "fastai",
         "dry_run",
@@ -695,6 +767,8 @@ def main() -> None:
         results["startup"] = startup_benchmark()
     if "cpu_caps" in args.only:
         results["cpu_caps"] = cpu_caps_benchmark()
+    if "allocation" in args.only:
+        results["allocation"] = allocation_benchmark()
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")
         if "pipeline" in args.only:
