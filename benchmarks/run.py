@@ -378,15 +378,16 @@ opt = adam(param_groups(model.layer_groups(net), [1e-4] * 3, 0.01))
 augmentation = augment.BatchAugment(augment.AugTransforms({size}, 0.75), seed=0, normalize=True)
 images = torch.randint(0, 256, (64, 3, {presize}, {presize}), dtype=torch.uint8)
 labels = torch.randint(0, 37, (64,))
-steps = []
-for _ in range({steps} + 1):
+WARM_UP, steps = 3, []
+for _ in range(WARM_UP + {steps}):
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     train_step(net, images, labels, loss_func=torch.nn.functional.cross_entropy, opt=opt, compute=compute,
                tfm=augmentation)
     after = resource.getrusage(resource.RUSAGE_SELF)
     steps.append((time.perf_counter() - start, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime))
-steps = steps[1:]  # the first step allocates everything for the first time under any setting
+steps = steps[WARM_UP:]  # the first steps grow the heap (or the maps) under any setting
 print(json.dumps({{
+    "step_seconds": [round(s, 3) for s, _, _ in steps],
     "step_seconds_median": round(statistics.median(s for s, _, _ in steps), 3),
     "page_faults_per_step": round(statistics.mean(f for _, f, _ in steps)),
     "system_seconds_per_step": round(statistics.mean(t for _, _, t in steps), 3),
@@ -417,7 +418,7 @@ def allocation_benchmark() -> dict:
         "resnet34_460_to_224": ("resnet34", 460, 224, 5),
     }
     clean = {name: value for name, value in os.environ.items() if not name.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
-    result = {"setting": f"training steps of batch 64, {threads} threads, after a first step; each setting a process"}
+    result = {"setting": f"training steps of batch 64, {threads} threads, after 3 steps; each setting a process"}
     for shape, (arch, presize_px, size, steps) in shapes.items():
         code = ALLOCATION_PROBE.format(
             root=str(ROOT), threads=threads, arch=arch, presize=presize_px, size=size, steps=steps
