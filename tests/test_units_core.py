@@ -10,12 +10,9 @@ import http.client
 import io
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import threading
 import urllib.error
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,8 +45,6 @@ from stages.core.devices import Compute
 from stages.core.errors import UserError
 
 # --- atomic ----------------------------------------------------------------------------------------------------
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_write_json_is_indented_in_insertion_order_with_a_final_newline(tmp_path):
@@ -935,29 +930,6 @@ def test_a_users_huge_pages_setting_is_kept(fresh_environment, monkeypatch):
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     cpu.pin_instruction_sets()
     assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
-
-
-KEPT = """
-import stages, torch
-def resident():  # pages the process holds
-    return int(open("/proc/self/statm").read().split()[1])
-buffer = torch.ones(6 << 20)  # 24 MB, which glibc would map afresh and unmap when freed
-held = resident()
-del buffer
-print(held - resident())
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_freed_memory_is_kept_for_the_next_step_unless_the_user_tuned_malloc(monkeypatch):
-    """A training step's freed activations must come back without fresh page faults: a freed 24 MB buffer stays in the
-    process. A user's own MALLOC_* setting is glibc's to apply, and with it the buffer goes back to the kernel."""
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    run = partial(subprocess.run, [sys.executable, "-c", KEPT], capture_output=True, text=True, check=True, cwd=ROOT)
-    pages_returned = int(run().stdout)
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")  # glibc's default
-    pages_returned_when_tuned = int(run().stdout)
-    assert pages_returned < 256 and pages_returned_when_tuned > 5000, (pages_returned, pages_returned_when_tuned)
 
 
 def test_numerics_that_would_change_a_loaded_library_are_refused_and_change_nothing(fresh_environment, monkeypatch):

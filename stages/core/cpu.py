@@ -22,7 +22,6 @@ other kernel a stage uses was checked.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import sys
@@ -45,13 +44,6 @@ PINNED = {
 # 460-pixel augmentation runs in about 0.8x the time. A user's own setting is kept.
 HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
 
-# Speed only, no result: glibc's malloc gives freed memory back to the kernel (a large block is unmapped, the heap's
-# top trimmed), so every training step's activations come back as fresh pages that the kernel faults in and zeroes:
-# on the Zen 4, 3,700 page faults and 60 ms of system time per Pets step (resnet18, 64 px, batch 64). Kept for reuse,
-# about 100 faults and 12 ms. Blocks above 32 MB (glibc's largest threshold) are still mapped afresh. glibc's options
-# (mallopt's M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD); a user's own MALLOC_* variables take precedence.
-KEEP_FREED_MEMORY = {-1: 1 << 30, -2: 64 << 20, -3: 32 << 20}
-
 
 # The environment's values of PINNED before the caps replaced them, kept in the environment itself: a stage started by
 # a process that had already pinned (a notebook that imported stages, then ran dvc repro) inherits the caps, and must
@@ -65,25 +57,11 @@ def users_own() -> dict[str, str | None]:
 
 def pin_instruction_sets() -> None:
     """Set the caps for this process and every process it starts; they must precede numpy and torch. (Also asks for
-    huge pages and keeps freed memory, which must precede torch's first large buffer.)"""
+    huge pages, which must precede torch's first large buffer.)"""
     os.environ.setdefault(USERS_OWN, json.dumps({name: os.environ.get(name) for name in PINNED}))
     os.environ.update(PINNED)
     for name, value in HUGE_PAGES.items():
         os.environ.setdefault(name, value)
-    keep_freed_memory()
-
-
-def keep_freed_memory() -> bool:
-    """Freed memory stays in the process for the next training step (``KEEP_FREED_MEMORY``), where the C library is
-    glibc and the user set none of its malloc options. Whether it applied."""
-    users_own = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_")
-    if any(name in os.environ for name in users_own) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, TypeError, AttributeError):  # not glibc (macOS, Windows): its allocator as it is
-        return False
-    return all(mallopt(option, value) == 1 for option, value in KEEP_FREED_MEMORY.items())
 
 
 def use_numerics(mode: str) -> None:
