@@ -18,9 +18,9 @@ Parts:
   training stage's modules), which every computing stage pays once.
 - cpu_caps: what the reproducibility caps (stages/core/cpu.py) cost on this CPU: resnet18 training steps with the
   caps, without, and without in channels-last memory (as ``compute.numerics: native`` runs), each in a fresh process.
-- allocation: Pets training steps with glibc's malloc as it is, as the stages set it (freed memory kept), and with
-  every block kept (docs/operations.md), at the recipe's size and the book's: step time, page faults, system time,
-  peak memory, each in a fresh process.
+- allocation: Pets training steps with glibc's malloc as it is and with every freed block kept for reuse
+  (docs/operations.md), at the recipe's size and the book's: step time, page faults, system time, peak memory, each
+  in a fresh process.
 - pipeline: the default ``dvc repro`` from nothing (wall time, peak memory of its largest process), then with
   nothing to do, then in a fresh clone of the last commit (the README's main command: the stages it runs).
   Targets: 6 minutes, 4 GB, 3 s.
@@ -395,11 +395,10 @@ print(json.dumps({{
 }}))
 """
 
-# glibc's own behaviour (a malloc tunable at its default value, so the stages leave malloc alone), the stages'
-# (stages/core/cpu.py's keep_freed_memory), and every block kept (operations.md's setting for the book's size).
+# glibc's own behaviour, which the stages keep, and every block kept for reuse (docs/operations.md's setting for CPU
+# training at the book's size: faster, at more memory).
 ALLOCATION_SETTINGS = {
-    "glibc_default": {"GLIBC_TUNABLES": "glibc.malloc.perturb=0"},
-    "stages_default": {},
+    "glibc_default": {},
     "every_block_kept": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967295"},
 }
 
