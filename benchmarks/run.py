@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import chdir
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,13 +271,8 @@ def pets_images_per_s(compute: Compute, arch: str, *, presize_px: int, size: int
             images.flush()
             del images
             np.save(folder / f"{split}_labels.npy", np.arange(count) % len(classes))
-        (folder / "index.json").write_text(json.dumps({"classes": classes}))
-        cwd = os.getcwd()
-        os.chdir(tmp)  # pets_learner reads data/pets, as the stages do
-        try:
+        with chdir(tmp):  # pets_learner reads data/pets, as the stages do
             learn = pets_learner(cfg, False, compute, classes=classes)
-        finally:
-            os.chdir(cwd)
         lrs = discriminative_lrs(1e-5, 1e-3, 3)
         return _time_epoch(lambda: learn.fit_one_cycle(1, lrs, pct_start=0.3, div=5.0), n_images)
 
@@ -407,18 +403,11 @@ def allocation_benchmark() -> dict:
     """Pets training steps (portable) under each of ALLOCATION_SETTINGS, each in a fresh process: the step's median
     time, its page faults and system time, the process's peak memory; at the recipe's size and at the book's."""
     cfg, threads = PARAMS["pets_model"], cpu_threads()
-    shapes = {
-        f"{cfg['arch']}_{PARAMS['pets']['presize']}_to_{cfg['size']}": (
-            cfg["arch"],
-            PARAMS["pets"]["presize"],
-            cfg["size"],
-            10,
-        ),
-        "resnet34_460_to_224": ("resnet34", 460, 224, 5),
-    }
+    shapes = [(cfg["arch"], PARAMS["pets"]["presize"], cfg["size"], 10), ("resnet34", 460, 224, 5)]  # and steps
     clean = {name: value for name, value in os.environ.items() if not name.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     result = {"setting": f"training steps of batch 64, {threads} threads, after 3 steps; each setting a process"}
-    for shape, (arch, presize_px, size, steps) in shapes.items():
+    for arch, presize_px, size, steps in shapes:
+        shape = f"{arch}_{presize_px}_to_{size}"
         code = ALLOCATION_PROBE.format(
             root=str(ROOT), threads=threads, arch=arch, presize=presize_px, size=size, steps=steps
         )
