@@ -74,7 +74,7 @@ class OnDevice(Dataset):
     COPY_IMAGES = 256  # images per copy to the device: the host holds no more than these at once
 
     def __init__(self, images: PresizedPets, device: torch.device):
-        self.presize, self.labels, self.path = images.presize, images.labels, images.path
+        self.presize, self.labels = images.presize, images.labels
         on_disk = np.load(images.path, mmap_mode="r")  # (N, P, P, 3), read a part at a time
         self.images = torch.empty((len(on_disk), 3, self.presize, self.presize), dtype=torch.uint8, device=device)
         for start in range(0, len(on_disk), self.COPY_IMAGES):
