@@ -72,6 +72,7 @@ from stages.learner.schedule import discriminative_lrs  # noqa: E402
 from stages.mnist import recipes as mnist_recipes  # noqa: E402
 from stages.mnist.data import Digits  # noqa: E402
 from stages.pets import augment, presize  # noqa: E402
+from stages.pets.data import OnDevice  # noqa: E402
 from stages.pets import standin as pets_standin  # noqa: E402
 from stages.pets.learner import pets_learner  # noqa: E402
 from tools.project import PROJECT_FILES  # noqa: E402
@@ -245,16 +246,17 @@ def training_benchmark(device: torch.device, n_mnist: int = 2048, n_pets: int = 
             lambda: mnist_recipes.RECIPES[name](digits, cfg, compute, lambda r: None), n_mnist
         )
     cfg = PARAMS["pets_model"]
-    results[f"pets_{cfg['arch']}_{cfg['size']}px_unfrozen"] = pets_images_per_s(
+    results[f"pets_{cfg['arch']}_{cfg['size']}px_unfrozen"], _ = pets_images_per_s(
         compute, cfg["arch"], presize_px=PARAMS["pets"]["presize"], size=cfg["size"], n_images=n_pets
     )
     return {"device": device.type, "samples_per_s": results}
 
 
-def pets_images_per_s(compute: Compute, arch: str, *, presize_px: int, size: int, n_images: int) -> float:
+def pets_images_per_s(compute: Compute, arch: str, *, presize_px: int, size: int, n_images: int) -> tuple[float, bool]:
     """Images/s of one unfrozen Pets epoch of the Learner train_pets builds (``pets_learner``: its loader, or its
     images held on a GPU, and its augmentation), on random images of the presized shape written as presize_pets
-    writes them; batch size and min_scale are the recipe's."""
+    writes them; batch size and min_scale are the recipe's. Also whether that learner held its training images on
+    the device (stages/pets/data.py's ``OnDevice``)."""
     cfg = {**PARAMS["pets_model"], "arch": arch, "size": size, "batches_per_epoch": "all", "seed": 0}
     classes = [f"breed{i}" for i in range(37)]
     generator = np.random.default_rng(0)
@@ -274,17 +276,19 @@ def pets_images_per_s(compute: Compute, arch: str, *, presize_px: int, size: int
         with chdir(tmp):  # pets_learner reads data/pets, as the stages do
             learn = pets_learner(cfg, False, compute, classes=classes)
         lrs = discriminative_lrs(1e-5, 1e-3, 3)
-        return _time_epoch(lambda: learn.fit_one_cycle(1, lrs, pct_start=0.3, div=5.0), n_images)
+        images_per_s = _time_epoch(lambda: learn.fit_one_cycle(1, lrs, pct_start=0.3, div=5.0), n_images)
+        return images_per_s, isinstance(learn.dls.train.dataset, OnDevice)
 
 
 def full_size_gpu_benchmark(n_images: int = 4096) -> dict:
     """The full-size stand-in's shapes on the GPU: presized 460, resnet34 at 224, bf16 (compute.precision's default
     there), batches of the recipe's size. Target: 3,000 images/s on one H100/H200."""
     compute = Compute(torch.device("cuda"), mixed=True)
+    images_per_s, on_the_gpu = pets_images_per_s(compute, "resnet34", presize_px=460, size=224, n_images=n_images)
     return {
         "setting": f"resnet34, presize 460 -> 224, batch {PARAMS['pets_model']['batch_size']}, bf16, {n_images} images",
-        "images_on_the_gpu": compute.holds(n_images * 460 * 460 * 3),  # stages/pets/data.py's OnDevice
-        "images_per_s": pets_images_per_s(compute, "resnet34", presize_px=460, size=224, n_images=n_images),
+        "images_on_the_gpu": on_the_gpu,
+        "images_per_s": images_per_s,
     }
 
 

@@ -72,3 +72,17 @@ def test_fastai_runs_uncapped_with_the_users_own_settings_back(bench):
     env = bench.uncapped(capped)
     assert env == {"PATH": "/bin", "MKL_CBWR": "AUTO"}
     assert bench.uncapped({"PATH": "/bin"}) == {"PATH": "/bin"}  # never capped: as it was
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_the_training_figure_says_whether_the_learner_held_its_images_on_the_device(bench, monkeypatch, held):
+    """``full_size_gpu``'s ``images_on_the_gpu`` is read from the learner it timed, not predicted beside it."""
+    import torch
+
+    from stages.core.devices import Compute
+
+    monkeypatch.setattr(Compute, "holds", lambda self, nbytes: held)  # as a GPU with room (or without) would answer
+    torch.set_num_threads(1)
+    compute = Compute(torch.device("cpu"), mixed=False)
+    images_per_s, on_device = bench.pets_images_per_s(compute, "resnet18", presize_px=24, size=16, n_images=448)
+    assert on_device is held and images_per_s > 0
