@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -66,6 +67,7 @@ import yaml  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
+from stages.core import stats  # noqa: E402
 from stages.core.cpu import PINNED, USERS_OWN  # noqa: E402
 from stages.core.devices import Compute  # noqa: E402
 from stages.learner.schedule import discriminative_lrs  # noqa: E402
@@ -468,21 +470,43 @@ def side_summary(results: list[dict]) -> dict:
     }
 
 
+def ratio_interval(ours: list[float], theirs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The interval of ``mean(ours) / mean(theirs)`` across runs: Welch's t on the ratio's logarithm, whose variance is
+    the sum of each mean's squared relative standard error (the delta method), so the interval is never below zero
+    and a ratio and its inverse get mirrored intervals."""
+    ratio = statistics.fmean(ours) / statistics.fmean(theirs)
+    parts = [
+        (statistics.variance(runs) / len(runs) / statistics.fmean(runs) ** 2, len(runs) - 1) for runs in (ours, theirs)
+    ]
+    variance = sum(v for v, _ in parts)
+    if variance == 0:
+        return ratio, ratio
+    df = variance**2 / sum(v * v / d for v, d in parts if v)
+    half = stats.student_t_quantile(1 - (1 - level) / 2, df) * variance**0.5
+    return ratio * math.exp(-half), ratio * math.exp(half)
+
+
 def against(ours: dict, theirs: dict) -> dict:
-    """``ours`` against ``theirs`` (two side summaries over the same seeds): the time ratio; the error difference; the
-    standard error of ``theirs``'s mean (the issue's yardstick: ours within one of it); and the standard error of the
-    difference (Welch), how far apart two such means fall by the seed alone, for reading the difference."""
+    """``ours`` against ``theirs`` (two side summaries over the same seeds): the time ratio and its 95% interval
+    across seeds (``ratio_interval``); the error difference; the standard error of ``theirs``'s mean (the issue's
+    yardstick: ours within one of it); the standard error of the difference (Welch), how far apart two such means fall
+    by the seed alone; and the difference's 95% interval across seeds (``stats.seed_groups``, as the compare stage
+    reads two recipes' seeds): an interval that excludes zero says one side's error is higher."""
     errors = {
         side: [run["error_rate"] for run in summary["runs"]] for side, summary in (("ours", ours), ("theirs", theirs))
     }
     squared_se = {side: statistics.variance(values) / len(values) for side, values in errors.items()}
+    low, high = stats.seed_groups(errors["theirs"], errors["ours"]).interval()
+    seconds = [[run["train_seconds"] for run in summary["runs"]] for summary in (ours, theirs)]
     return {
         "time_ratio": round(ours["train_seconds_mean"] / theirs["train_seconds_mean"], 2),
+        "time_ratio_95_interval": [round(bound, 3) for bound in ratio_interval(*seconds)],
         "error_difference_points": round(
             100 * (statistics.mean(errors["ours"]) - statistics.mean(errors["theirs"])), 2
         ),
         "their_error_se_points": round(100 * squared_se["theirs"] ** 0.5, 2),
         "error_difference_se_points": round(100 * (squared_se["ours"] + squared_se["theirs"]) ** 0.5, 2),
+        "error_difference_95_interval_points": [round(100 * low, 2), round(100 * high, 2)],
     }
 
 

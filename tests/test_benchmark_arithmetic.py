@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 from conftest import ROOT
+from scipy.stats import ttest_ind
 
 from stages.core.cpu import PINNED, USERS_OWN
 
@@ -36,6 +37,24 @@ def test_against_gives_the_time_ratio_the_difference_and_both_standard_errors(be
     our_se = statistics.stdev([0.12, 0.13, 0.14, 0.12, 0.14]) / 5**0.5
     assert result["their_error_se_points"] == round(100 * their_se, 2) == 0.71
     assert result["error_difference_se_points"] == round(100 * (their_se**2 + our_se**2) ** 0.5, 2)
+    welch = ttest_ind([0.12, 0.13, 0.14, 0.12, 0.14], [0.10, 0.12, 0.14, 0.11, 0.13], equal_var=False)
+    low, high = welch.confidence_interval(0.95)
+    assert result["error_difference_95_interval_points"] == [round(100 * low, 2), round(100 * high, 2)]
+
+
+def test_the_time_ratios_interval_covers_the_true_ratio_95_times_in_100(bench):
+    """Ten timings a side, spread as the fastai comparison's are (sd 6 s and 9 s): the interval of the ratio of the
+    means must hold the true ratio in about 95% of draws; too narrow or too wide misses that band."""
+    import numpy as np
+
+    draws = np.random.default_rng(0)
+    covered = 0
+    for _ in range(400):
+        ours, theirs = draws.normal(90, 6, 10).tolist(), draws.normal(123, 9, 10).tolist()
+        low, high = bench.ratio_interval(ours, theirs)
+        covered += low <= 90 / 123 <= high
+    assert 0.92 <= covered / 400 <= 0.98
+    assert bench.ratio_interval([90.0] * 3, [120.0] * 3) == (0.75, 0.75)  # no spread: the ratio itself
 
 
 def test_fastai_targets_hold_each_side_to_its_limit_and_one_se_of_fastais_mean(bench):
