@@ -298,6 +298,9 @@ def full_size_gpu_benchmark(n_images: int = 4096) -> dict:
 
 STARTUP_PROBES = {
     "python_and_stages": "import stages",
+    "torch": "import stages, torch",
+    # torchvision 0.29's ops/roi_align.py imports torch._dynamo.utils at its top, which torch itself imports lazily
+    "torch_and_dynamo": "import stages, torch, torch._dynamo",
     "torch_and_torchvision": "import stages, torch, torchvision",
     "training_stage_imports": "import stages, stages.train_pets, stages.pets.learner, stages.learner.learner",
 }
