@@ -36,6 +36,11 @@ def main() -> None:
     parser.add_argument("--numerics", choices=["portable", "native"], default=None, help="default: params.yaml's")
     parser.add_argument("--device", default=None, help="compute.device (cpu, cuda); default: params.yaml's")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None, help="default: params.yaml's")
+    parser.add_argument(
+        "--crop-per-batch",
+        action="store_true",
+        help="fastai's random resized crop, one per batch (the stages draw one per image); every other draw unchanged",
+    )
     args = parser.parse_args()
     params = yaml.safe_load(args.params.read_text())
     if args.numerics is not None:
@@ -52,6 +57,9 @@ def main() -> None:
     from stages.learner import lr_find
     from stages.pets import data
     from stages.pets.learner import pets_learner, wants_pretrained
+
+    if args.crop_per_batch:
+        crop_per_batch()
 
     cfg = {**params["pets_model"], "seed": args.seed}
     os.chdir(args.project)  # the learner reads data/pets, as the stages do
@@ -88,9 +96,28 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
                 "loader_workers": os.environ.get("PIPELINE_WORKERS"),
                 "device": str(compute.device),
+                "crop": "per batch" if args.crop_per_batch else "per image",
             }
         )
     )
+
+
+def crop_per_batch() -> None:
+    """Every image of a batch takes the first image's crop, as fastai's ``RandomResizedCropGPU`` draws one per batch.
+    The draws themselves are unchanged, so a seed's weights, order and other augmentation stay as the stages make them
+    and the two crops compare seed by seed."""
+    import dataclasses
+
+    from stages.pets.augment import AugTransforms
+
+    per_image = AugTransforms.draw
+
+    def draw(self, n, presize, g):
+        params = per_image(self, n, presize, g)
+        first = {name: getattr(params, name)[:1].expand(n).clone() for name in ("crop", "top", "left")}
+        return dataclasses.replace(params, **first)
+
+    AugTransforms.draw = draw
 
 
 if __name__ == "__main__":
