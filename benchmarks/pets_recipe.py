@@ -6,7 +6,8 @@ benchmarks/fastai_pets.py, for benchmarks/run.py.
 It builds the Pets learner from params.yaml's ``pets_model`` block (the seed and the data folder replaced), runs
 lr_find and takes its ``lr_find.suggestion`` (or a given --lr), then ``fine_tune`` with the ``fine_tune`` block.
 ``--numerics`` replaces ``compute.numerics`` and is applied as a stage applies it, before torch loads; ``--device`` and
-``--precision`` replace theirs.
+``--precision`` replace theirs. ``--crop-per-batch`` draws fastai's one crop per batch instead of one per image
+(docs/fastai-comparison.md).
 It prints one JSON line: the error rate, and the seconds of lr_find and of fine_tune.
 """
 
