@@ -481,12 +481,8 @@ def ratio_interval(ours: list[float], theirs: list[float], level: float = 0.95) 
     parts = [
         (statistics.variance(runs) / len(runs) / statistics.fmean(runs) ** 2, len(runs) - 1) for runs in (ours, theirs)
     ]
-    variance = sum(v for v, _ in parts)
-    if variance == 0:
-        return ratio, ratio
-    df = variance**2 / sum(v * v / d for v, d in parts if v)
-    half = stats.student_t_quantile(1 - (1 - level) / 2, df) * variance**0.5
-    return ratio * math.exp(-half), ratio * math.exp(half)
+    low, high = stats.welch_interval(0.0, parts, level)  # about the ratio's logarithm
+    return ratio * math.exp(low), ratio * math.exp(high)
 
 
 def against(ours: dict, theirs: dict) -> dict:

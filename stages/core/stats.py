@@ -149,12 +149,19 @@ class GroupComparison:
         parts = [(statistics.variance(group) / len(group), len(group) - 1) for group in (self.a, self.b)]
         if self.image_variance:
             parts.append((self.image_variance, self.images - 1))
-        variance = sum(v for v, _ in parts)
-        if variance == 0:
-            return self.difference, self.difference  # every run gave the same figure, and no image varies
-        df = variance**2 / sum(v * v / d for v, d in parts if v)
-        half = student_t_quantile(1 - (1 - level) / 2, df) * math.sqrt(variance)
-        return self.difference - half, self.difference + half
+        return welch_interval(self.difference, parts, level)
+
+
+def welch_interval(centre: float, parts: list[tuple[float, float]], level: float = 0.95) -> tuple[float, float]:
+    """``centre`` plus or minus Student's t times the root of the summed variances, ``parts`` being ``(variance,
+    degrees of freedom)`` pairs, with Welch-Satterthwaite degrees of freedom. No variance at all (every run gave the
+    same figure, and no image varies): the centre itself."""
+    variance = sum(v for v, _ in parts)
+    if variance == 0:
+        return centre, centre
+    df = variance**2 / sum(v * v / d for v, d in parts if v)
+    half = student_t_quantile(1 - (1 - level) / 2, df) * math.sqrt(variance)
+    return centre - half, centre + half
 
 
 def image_variance(correct_a, correct_b) -> float:
