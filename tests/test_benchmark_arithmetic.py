@@ -94,12 +94,13 @@ def test_fastai_runs_uncapped_with_the_users_own_settings_back(bench):
 
 
 @pytest.mark.parametrize("held", [False, True])
-def test_the_training_figure_says_whether_the_learner_held_its_images_on_the_device(bench, monkeypatch, held):
+def test_the_training_figure_says_whether_the_learner_held_its_images_on_the_device(bench, monkeypatch, tmp_path, held):
     """``full_size_gpu``'s ``images_on_the_gpu`` is read from the learner it timed, not predicted beside it."""
     import torch
 
     from stages.core.devices import Compute
 
+    monkeypatch.chdir(tmp_path)  # as on a fresh clone: no data/pets of the project's own for it to read instead
     monkeypatch.setattr(Compute, "holds", lambda self, nbytes: held)  # as a GPU with room (or without) would answer
     torch.set_num_threads(1)
     compute = Compute(torch.device("cpu"), mixed=False)

@@ -96,6 +96,20 @@ def test_presize_streams_every_decodable_image_into_one_npy_the_same_for_any_wor
     assert image.shape == (3, 32, 32) and torch.equal(image.permute(1, 2, 0), torch.from_numpy(array[5])) and label == 5
 
 
+def test_presized_pets_reads_the_file_it_checked_after_the_working_directory_changes(tmp_path, monkeypatch):
+    """It reads lazily (first item, or in a worker): a relative folder must not be looked up again from a later
+    working directory, where it names another file or none."""
+    images = np.arange(4 * 8 * 8 * 3, dtype=np.uint8).reshape(4, 8, 8, 3)
+    (tmp_path / "here/data/pets").mkdir(parents=True)
+    np.save(tmp_path / "here/data/pets/train_images.npy", images)
+    np.save(tmp_path / "here/data/pets/train_labels.npy", np.arange(4))
+    monkeypatch.chdir(tmp_path / "here")
+    dataset = PresizedPets("train", Path("data/pets"))
+    monkeypatch.chdir(tmp_path)  # no data/pets here
+    image, label = dataset[3]
+    assert torch.equal(image.permute(1, 2, 0), torch.from_numpy(images[3])) and label == 3
+
+
 def test_presize_crops_the_centre_of_the_shorter_side(tmp_path):
     image = np.zeros((100, 200, 3), np.uint8)
     image[:, 50:150] = 255  # a white centre square on a wide black image

@@ -27,7 +27,10 @@ class PresizedPets(Dataset):
     """One split of the presized images; safe to use from DataLoader worker processes."""
 
     def __init__(self, split: str, folder: Path = DATA):
-        self.path = Path(folder) / f"{split}_images.npy"
+        given = Path(folder) / f"{split}_images.npy"
+        # Images are read later (first item, or in a worker): bind to the file checked here, not to a name a later
+        # working directory would resolve to another file or none.
+        self.path = given.absolute()
         try:
             with open(self.path, "rb") as f:
                 version = np.lib.format.read_magic(f)
@@ -40,7 +43,7 @@ class PresizedPets(Dataset):
         except (OSError, ValueError, EOFError) as exc:
             raise UserError(f"{folder}: cannot read presized Pets ({exc}); rerun 'dvc repro presize_pets'") from None
         if dtype != np.uint8 or fortran_order or len(shape) != 4 or shape[-1] != 3:
-            raise UserError(f"{self.path}: expected (N, P, P, 3) uint8 images, found {shape} {dtype}")
+            raise UserError(f"{given}: expected (N, P, P, 3) uint8 images, found {shape} {dtype}")
         if shape[0] != len(self.labels):
             raise UserError(f"{folder}: {split} has {shape[0]} images but {len(self.labels)} labels")
         self.presize = shape[1]
