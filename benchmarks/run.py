@@ -21,6 +21,9 @@ Parts:
 - allocation: Pets training steps with glibc's malloc as it is and with every freed block kept for reuse
   (docs/operations.md), at the recipe's size and the book's: step time, page faults, system time, peak memory, each
   in a fresh process.
+- compile: training steps of the Pets model as it is and under ``torch.compile``, alternating in one process
+  (``native`` numerics), at the recipe's size (and on a GPU the book's): their ratio with its interval, the first
+  compiled step's seconds and the steps that take to repay. No target: it says whether compiling would pay.
 - pipeline: the default ``dvc repro`` from nothing (wall time, peak memory of its largest process), then with
   nothing to do, then in a fresh clone of the last commit (the README's main command: the stages it runs).
   Targets: 6 minutes, 4 GB, 3 s.
@@ -324,6 +327,41 @@ def probe(code: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
+# What every Pets training-step probe below starts from, in a fresh process: numerics set before torch loads, a
+# from-scratch model as train_pets builds it on ``device``, its optimiser and augmentation, and one batch of random
+# presized images. ``step_on(m)`` runs the Learner's own ``train_step`` on model ``m`` and returns its seconds.
+PETS_STEP_SETUP = """
+import json, resource, statistics, sys, time
+sys.path.insert(0, {root!r})
+from stages.core import cpu
+cpu.use_numerics({numerics!r})
+import torch
+from stages.core.devices import Compute
+from stages.learner.learner import train_step
+from stages.learner.optimizer import adam, param_groups
+from stages.pets import augment, model
+
+device = torch.device({device!r})
+sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+torch.set_num_threads({threads})
+torch.manual_seed(0)
+compute = Compute(device, mixed=device.type == "cuda", numerics={numerics!r})
+net = compute.prepare(model.build({arch!r}, False, 37))
+groups = model.layer_groups(net)
+opt = adam(param_groups(groups, [1e-4] * len(groups), 0.01))
+augmentation = augment.BatchAugment(augment.AugTransforms({size}, 0.75), seed=0, normalize=True)
+images = torch.randint(0, 256, ({batch}, 3, {presize}, {presize}), dtype=torch.uint8)
+labels = torch.randint(0, 37, ({batch},))
+
+def step_on(m, tfm=augmentation):
+    sync()
+    start = time.perf_counter()
+    train_step(m, images, labels, loss_func=torch.nn.functional.cross_entropy, opt=opt, compute=compute, tfm=tfm)
+    sync()
+    return time.perf_counter() - start
+"""
+
+
 # --- the caps' cost ----------------------------------------------------------------------------------
 
 CAPS_PROBE = """
@@ -366,30 +404,15 @@ def cpu_caps_benchmark() -> dict:
 
 # --- allocation: freed memory kept or given back ------------------------------------------------------
 
-ALLOCATION_PROBE = """
-import json, resource, statistics, sys, time
-sys.path.insert(0, {root!r})
-import stages
-import torch
-from stages.core.devices import Compute
-from stages.learner.learner import train_step
-from stages.learner.optimizer import adam, param_groups
-from stages.pets import augment, model
-torch.set_num_threads({threads})
-torch.manual_seed(0)
-compute = Compute(torch.device("cpu"), mixed=False)
-net = compute.prepare(model.build({arch!r}, False, 37))
-opt = adam(param_groups(model.layer_groups(net), [1e-4] * 3, 0.01))
-augmentation = augment.BatchAugment(augment.AugTransforms({size}, 0.75), seed=0, normalize=True)
-images = torch.randint(0, 256, (64, 3, {presize}, {presize}), dtype=torch.uint8)
-labels = torch.randint(0, 37, (64,))
+ALLOCATION_PROBE = (
+    PETS_STEP_SETUP
+    + """
 WARM_UP, steps = 3, []
 for _ in range(WARM_UP + {steps}):
-    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    train_step(net, images, labels, loss_func=torch.nn.functional.cross_entropy, opt=opt, compute=compute,
-               tfm=augmentation)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = step_on(net)
     after = resource.getrusage(resource.RUSAGE_SELF)
-    steps.append((time.perf_counter() - start, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime))
+    steps.append((seconds, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime))
 steps = steps[WARM_UP:]  # the first steps grow the heap (or the maps) under any setting
 print(json.dumps({{
     "step_seconds": [round(s, 3) for s, _, _ in steps],
@@ -399,6 +422,7 @@ print(json.dumps({{
     "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
 }}))
 """
+)
 
 # glibc's own behaviour, which the stages keep, and every block kept for reuse (docs/operations.md's setting for CPU
 # training at the book's size: faster, at more memory).
@@ -418,7 +442,15 @@ def allocation_benchmark() -> dict:
     for arch, presize_px, size, steps in shapes:
         shape = f"{arch}_{presize_px}_to_{size}"
         code = ALLOCATION_PROBE.format(
-            root=str(ROOT), threads=threads, arch=arch, presize=presize_px, size=size, steps=steps
+            root=str(ROOT),
+            numerics="portable",
+            device="cpu",
+            threads=threads,
+            arch=arch,
+            presize=presize_px,
+            size=size,
+            batch=64,
+            steps=steps,
         )
         result[shape] = {name: json.loads(probe(code, {**clean, **env})) for name, env in ALLOCATION_SETTINGS.items()}
         print(f"  allocation part: {shape}: {result[shape]}", file=sys.stderr, flush=True)
@@ -611,26 +643,9 @@ def fastai_benchmark(project: Path, seeds: list[int], fixed_lr: bool, device: st
 
 # --- the augmentation's share of a training step ---------------------------------------------------------------
 
-SHARE_PROBE = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-from stages.core import cpu
-cpu.use_numerics({numerics!r})
-import torch
-from stages.core.devices import Compute
-from stages.learner.learner import train_step
-from stages.learner.optimizer import adam, param_groups
-from stages.pets import augment, model
-
-device = torch.device({device!r})
-sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-torch.set_num_threads({threads})
-torch.manual_seed(0)
-compute = Compute(device, mixed=device.type == "cuda", numerics={numerics!r})
-net = compute.prepare(model.build({arch!r}, False, 37))
-groups = model.layer_groups(net)
-opt = adam(param_groups(groups, [1e-4] * len(groups), 0.01))
-augmentation = augment.BatchAugment(augment.AugTransforms({size}, 0.75), seed=0, normalize=True)
+SHARE_PROBE = (
+    PETS_STEP_SETUP
+    + """
 spent = []
 
 def timed_augmentation(batch):
@@ -641,22 +656,13 @@ def timed_augmentation(batch):
     spent.append(time.perf_counter() - start)
     return out
 
-images = torch.randint(0, 256, ({batch}, 3, {presize}, {presize}), dtype=torch.uint8)
-labels = torch.randint(0, 37, ({batch},))
-def step():
-    train_step(net, images, labels, loss_func=torch.nn.functional.cross_entropy, opt=opt, compute=compute,
-               tfm=timed_augmentation)
-step()  # warm-up: kernels, allocator
+step_on(net, timed_augmentation)  # warm-up: kernels, allocator
 spent.clear()
-sync()
-start = time.perf_counter()
-for _ in range({steps}):
-    step()
-sync()
-total = time.perf_counter() - start
+total = sum(step_on(net, timed_augmentation) for _ in range({steps}))
 print(json.dumps({{"step_seconds": total / {steps}, "augmentation_seconds": sum(spent) / {steps},
                   "cpu_capability": torch.backends.cpu.get_cpu_capability()}}))
 """
+)
 
 
 def augmentation_share_benchmark(device: str, steps: int) -> dict:
@@ -680,6 +686,73 @@ def augmentation_share_benchmark(device: str, steps: int) -> dict:
             "cpu_capability": timing["cpu_capability"],
         }
     return result
+
+
+# --- torch.compile: whether it pays for training -------------------------------------------------------------
+
+COMPILE_PROBE = (
+    PETS_STEP_SETUP
+    + """
+compiled = torch.compile(net)  # the same module, so both step the same weights
+first = step_on(compiled)  # tracing, compiling and the step
+for _ in range(2):
+    step_on(net), step_on(compiled)
+eager, fused = [], []
+for i in range({pairs}):  # alternating which goes first, so drift and caches fall on both
+    order = [(net, eager), (compiled, fused)][:: 1 if i % 2 == 0 else -1]
+    for m, seconds in order:
+        seconds.append(step_on(m))
+print(json.dumps({{"first_compiled_step_seconds": first, "eager": eager, "compiled": fused,
+                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}}))
+"""
+)
+
+
+def compile_benchmark(device: str, pairs: int = 20) -> dict:
+    """Training steps of the Pets learner's model as it is and wrapped in ``torch.compile`` (inductor), alternating in
+    one process, under ``native`` numerics (compiled kernels are the machine's own), with an empty compile cache as
+    on a user's first run. fine_tune pays the first step's cost more than once (the frozen and unfrozen phases and
+    evaluation trace their own graphs), so compiling pays only where ``break_even_steps``, per graph, is well below
+    the steps of a run. The recipe's size, and on a GPU also the book's."""
+    cfg = PARAMS["pets_model"]
+    shapes = [(cfg["arch"], PARAMS["pets"]["presize"], cfg["size"])]
+    if device == "cuda":
+        shapes.append(("resnet34", 460, 224))
+    result: dict = {"device": device, "setting": f"batch 64, {pairs} alternating pairs, {cpu_threads()} threads"}
+    for arch, presize_px, size in shapes:
+        code = COMPILE_PROBE.format(
+            root=str(ROOT),
+            numerics="native",
+            device=device,
+            threads=cpu_threads(),
+            arch=arch,
+            presize=presize_px,
+            size=size,
+            batch=64,
+            pairs=pairs,
+        )
+        with tempfile.TemporaryDirectory() as cache:
+            cold = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": f"{cache}/triton"}
+            timing = json.loads(probe(code, cold).strip().splitlines()[-1])
+        result[f"{arch}_{presize_px}_to_{size}"] = compile_summary(timing)
+        print(f"  compile part: {arch} {presize_px}->{size}: {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def compile_summary(timing: dict) -> dict:
+    """Mean step seconds of each side, their ratio and its 95% interval, and the steps whose saving repays the first
+    compiled step (None where compiling saves nothing)."""
+    eager, compiled = statistics.fmean(timing["eager"]), statistics.fmean(timing["compiled"])
+    first = timing["first_compiled_step_seconds"]
+    return {
+        "eager_step_seconds": round(eager, 4),
+        "compiled_step_seconds": round(compiled, 4),
+        "compiled_over_eager": round(compiled / eager, 3),
+        "compiled_over_eager_95_interval": [round(r, 3) for r in ratio_interval(timing["compiled"], timing["eager"])],
+        "first_compiled_step_seconds": round(first, 1),
+        "break_even_steps": math.ceil((first - compiled) / (eager - compiled)) if compiled < eager else None,
+        "cpu_capability": timing["cpu_capability"],
+    }
 
 
 # --- the full-size dry run ---------------------------------------------------------------------------
@@ -735,6 +808,7 @@ def main() -> None:
         "startup",
         "cpu_caps",
         "allocation",
+        "compile",
         "pipeline",
         "fastai",
         "dry_run",
@@ -785,6 +859,8 @@ def main() -> None:
         results["cpu_caps"] = cpu_caps_benchmark()
     if "allocation" in args.only:
         results["allocation"] = allocation_benchmark()
+    if "compile" in args.only:
+        results["compile"] = [compile_benchmark(device.type) for device in devices]
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")
         if "pipeline" in args.only:

@@ -106,3 +106,23 @@ def test_the_training_figure_says_whether_the_learner_held_its_images_on_the_dev
     compute = Compute(torch.device("cpu"), mixed=False)
     images_per_s, on_device = bench.pets_images_per_s(compute, "resnet18", presize_px=24, size=16, n_images=448)
     assert on_device is held and images_per_s > 0
+
+
+def test_compiling_pays_back_after_its_compile_time_over_each_steps_saving(bench):
+    timing = {"eager": [0.50, 0.52, 0.48], "compiled": [0.40, 0.41, 0.39], "cpu_capability": "AVX512"}
+    summary = bench.compile_summary({**timing, "first_compiled_step_seconds": 10.4})
+    assert summary["compiled_over_eager"] == 0.8
+    low, high = summary["compiled_over_eager_95_interval"]
+    assert low < 0.8 < high < 1
+    assert summary["break_even_steps"] == 100  # 10.0 s of compiling, 0.1 s saved a step
+    slower = {**timing, "compiled": [0.60, 0.61, 0.59], "first_compiled_step_seconds": 10.6}
+    assert bench.compile_summary(slower)["break_even_steps"] is None
+
+
+@pytest.mark.parametrize("name", ["ALLOCATION_PROBE", "SHARE_PROBE", "COMPILE_PROBE"])
+def test_each_training_step_probe_is_python_once_filled_in(bench, name):
+    """The probes are format strings run in a fresh process: a brace or name wrong shows only there, hours in."""
+    fields = dict(root="/r", numerics="native", device="cpu", threads=2, arch="resnet18", presize=96, size=64, batch=64)
+    code = getattr(bench, name).format(**fields, steps=3, pairs=2)
+    compile(code, name, "exec")
+    assert "step_on(" in code
