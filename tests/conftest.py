@@ -330,3 +330,10 @@ def tree_snapshot(folder: Path) -> dict[str, bytes]:
 def committed_files_changed(project: Path) -> str:
     """``git status --porcelain`` of the project: empty when every tracked file is as committed."""
     return git(project, "status", "--porcelain", "--untracked-files=no")
+
+
+@pytest.fixture(autouse=True)
+def away_from_the_repository(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty folder: one that read the repository's own data/ by a relative path would pass
+    here, where data/ exists after a dvc repro, and fail on CI's fresh clone, where it does not."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

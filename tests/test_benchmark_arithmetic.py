@@ -100,7 +100,6 @@ def test_the_training_figure_says_whether_the_learner_held_its_images_on_the_dev
 
     from stages.core.devices import Compute
 
-    monkeypatch.chdir(tmp_path)  # as on a fresh clone: no data/pets of the project's own for it to read instead
     monkeypatch.setattr(Compute, "holds", lambda self, nbytes: held)  # as a GPU with room (or without) would answer
     torch.set_num_threads(1)
     compute = Compute(torch.device("cpu"), mixed=False)
