@@ -2,6 +2,11 @@
 
     ./with-env python benchmarks/run.py                          # every part: about two hours on 2 cores
     ./with-env python benchmarks/run.py --only augmentation cpu_caps presize training    # the quick parts
+    python3 benchmarks/run.py --device cuda --only augmentation augmentation_share training compile   # a GPU's parts
+
+The JSON is written after every part, so a run stopped early keeps what it measured. ``--device`` picks where the parts
+that run per device run (augmentation, augmentation_share, training, compile, fastai): the CPU, CUDA, or both (the
+default, CUDA where there is one).
 
 Parts:
 - presize: images/s of the presize stage's code (JPEG draft decoding, worker processes) against a plain PIL
@@ -47,6 +52,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,6 +77,7 @@ from PIL import Image, ImageOps  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 from stages.core import stats  # noqa: E402
+from stages.core.atomic import write_json  # noqa: E402
 from stages.core.cpu import PINNED, USERS_OWN  # noqa: E402
 from stages.core.devices import Compute  # noqa: E402
 from stages.learner.schedule import discriminative_lrs  # noqa: E402
@@ -805,6 +812,14 @@ def cpu_description() -> str:
     return f"{fields.get('model name', platform.machine())}, {widest}{amx}{generation}"
 
 
+def selected_devices(choice: str, cuda_available: bool) -> list[torch.device]:
+    """The devices ``--device`` names: ``all`` is the CPU, and CUDA where torch sees it."""
+    if choice == "cuda" and not cuda_available:
+        raise ValueError("--device cuda: torch sees no CUDA device on this machine")
+    available = [torch.device("cpu")] + ([torch.device("cuda")] if cuda_available else [])
+    return [device for device in available if choice in ("all", device.type)]
+
+
 def main() -> None:
     parts = (
         "presize",
@@ -827,7 +842,20 @@ def main() -> None:
         "--fixed-lr", action="store_true", help="the fastai part: every side at the committed lr_find's lr"
     )
     parser.add_argument("--steps", type=int, default=3, help="the augmentation_share part's timed training steps")
+    parser.add_argument(
+        "--device",
+        choices=("all", "cpu", "cuda"),
+        default="all",
+        help="where the parts that run per device run: all (the CPU, and CUDA where there is one), or one of them",
+    )
     args = parser.parse_args()
+    # A stop (timeout, a lease's end) raises here, and subprocess.run kills the probe it waits on, as it does on Ctrl-C:
+    # no probe outlives the run to hold the cores or the GPU that the next measurement times.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        devices = selected_devices(args.device, torch.cuda.is_available())
+    except ValueError as exc:
+        parser.error(str(exc))
     if "fastai" in args.only and len(args.seeds) < 2:
         parser.error("--seeds: the fastai part needs at least 2 (a spread over seeds)")
     results: dict = {
@@ -839,36 +867,59 @@ def main() -> None:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         }
     }
-    targets = {}
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    targets: dict = {}
+    on = {device.type for device in devices}
+
+    def save() -> None:
+        """After every part, so that a run stopped early (a lent GPU's time running out) keeps what it measured."""
+        write_json(args.out, {**results, "targets_met": targets})
+
     if "presize" in args.only:
         results["presize"] = presize_benchmark()
         targets["presize_at_least_2x"] = results["presize"]["speedup"] >= 2
+        save()
     if "augmentation" in args.only:
         results["augmentation"] = [augmentation_benchmark(device) for device in devices]
-        targets["augmentation_at_least_5x_at_460_to_224"] = results["augmentation"][0]["460_to_224"]["speedup"] >= 5
+        if "cpu" in on:  # the target is the CPU's
+            cpu_figures = results["augmentation"][0]["460_to_224"]
+            targets["augmentation_at_least_5x_at_460_to_224"] = cpu_figures["speedup"] >= 5
+        save()
     if "augmentation_share" in args.only:
         results["augmentation_share"] = [augmentation_share_benchmark(device.type, args.steps) for device in devices]
         for share in results["augmentation_share"]:
             for name, timing in share.items():
                 if isinstance(timing, dict):
                     targets[f"augmentation_at_most_5_percent_of_a_step_{name}"] = timing["augmentation_share"] <= 0.05
+        save()
     if "training" in args.only:
-        results["training"] = [training_benchmark(devices[0])]
-        if len(devices) > 1:
-            results["training"].append(training_benchmark(devices[1], n_mnist=16384, n_pets=4096))
+        results["training"] = [
+            training_benchmark(device)
+            if device.type == "cpu"
+            else training_benchmark(device, n_mnist=16384, n_pets=4096)
+            for device in devices
+        ]
+        save()
+        if "cuda" in on:
             results["full_size_gpu"] = full_size_gpu_benchmark()
             targets["full_size_gpu_at_least_3000_images_per_s"] = results["full_size_gpu"]["images_per_s"] >= 3000
+            save()
     if "startup" in args.only:
         results["startup"] = startup_benchmark()
+        save()
     if "cpu_caps" in args.only:
         results["cpu_caps"] = cpu_caps_benchmark()
+        save()
     if "allocation" in args.only:
         results["allocation"] = allocation_benchmark()
+        save()
     if "compile" in args.only:
-        results["compile"] = [compile_benchmark(device.type) for device in devices]
+        results["compile"] = []
+        for device in devices:
+            results["compile"].append(compile_benchmark(device.type))
+            save()
     with tempfile.TemporaryDirectory() as tmp:
-        project = make_project(Path(tmp) / "project")
+        # a git and DVC project, only for the parts that run the pipeline (a lent GPU machine may have neither)
+        project = make_project(Path(tmp) / "project") if {"pipeline", "fastai", "dry_run"} & set(args.only) else None
         if "pipeline" in args.only:
             results["pipeline"] = pipeline_benchmark(project)
             targets |= {
@@ -877,20 +928,24 @@ def main() -> None:
                 "pipeline_at_most_4_gb": results["pipeline"]["peak_memory_mb"] <= 4096,
                 "noop_repro_under_3_s": results["pipeline"]["noop_repro_seconds"] < 3,
             }
-        if "fastai" in args.only:
+            save()
+        if "fastai" in args.only and "cpu" in on:
             results["fastai"] = fastai = fastai_benchmark(project, args.seeds, args.fixed_lr, "cpu")
             # portable runs capped at AVX2 against fastai's widest kernels: on an AVX-512 host that is a handicap
             fastai["portable_time_limit"] = 1.0 if "AVX-512" in results["machine"]["cpu"] else 0.8
             targets |= fastai_targets(fastai, len(args.seeds))
-            if torch.cuda.is_available():  # the same comparison on the GPU, recorded: the targets above are the CPU's
-                results["fastai_cuda"] = fastai_benchmark(project, args.seeds, args.fixed_lr, "cuda")
+            save()
+        if (
+            "fastai" in args.only and "cuda" in on
+        ):  # the same comparison on the GPU, recorded: the targets are the CPU's
+            results["fastai_cuda"] = fastai_benchmark(project, args.seeds, args.fixed_lr, "cuda")
+            save()
         if "dry_run" in args.only:
             subprocess.run(["dvc", "repro", "-q"], cwd=project, check=True)  # the default run first, if not done
             results["dry_run"] = dry_run_benchmark(project)
             targets["dry_run_at_most_4_gb"] = results["dry_run"]["peak_memory_mb"] <= 4096
-    results["targets_met"] = targets
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    save()
+    print(json.dumps({**results, "targets_met": targets}, indent=2))
 
 
 if __name__ == "__main__":

@@ -129,3 +129,12 @@ def test_each_training_step_probe_is_python_once_filled_in(bench, name):
     code = getattr(bench, name).format(**fields, steps=3, pairs=2)
     compile(code, name, "exec")
     assert "step_on(" in code
+
+
+def test_the_device_choice_runs_each_part_where_asked_and_refuses_a_missing_gpu(bench):
+    assert [d.type for d in bench.selected_devices("all", cuda_available=False)] == ["cpu"]
+    assert [d.type for d in bench.selected_devices("all", cuda_available=True)] == ["cpu", "cuda"]
+    assert [d.type for d in bench.selected_devices("cpu", cuda_available=True)] == ["cpu"]
+    assert [d.type for d in bench.selected_devices("cuda", cuda_available=True)] == ["cuda"]
+    with pytest.raises(ValueError, match="--device cuda: torch sees no CUDA device"):
+        bench.selected_devices("cuda", cuda_available=False)
