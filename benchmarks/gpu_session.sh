@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Issue 26's GPU figures in one call on a lent GPU machine, with nothing but that machine's own PyTorch (nothing can
-# be installed there): the training throughput with the full-size stand-in's (full_size_gpu, target 3,000 images/s),
-# whether torch.compile pays, the augmentation's share of a step, the augmentation itself, and start-up. Most wanted
-# first, each part in its own JSON, each written as soon as it ends: a lease that runs out keeps what was measured.
+# Issue 26's GPU figures on a lent GPU machine, one device call each (timeout_s 600), with that machine's own PyTorch
+# (nothing can be downloaded there):
 #
-#   bash benchmarks/gpu_session.sh                     # into $OUT (the device tool's folder), else ./gpu-out
-#   DEVICE=cpu SECONDS_LEFT=60 bash benchmarks/gpu_session.sh    # its wiring, tried on a machine without a GPU
+#   bash benchmarks/gpu_session.sh           # figures: training with full_size_gpu (target 3,000 images/s),
+#                                            # compile, augmentation_share, augmentation, startup
+#   bash benchmarks/gpu_session.sh fastai    # fastai against native and portable there, seeds 0-4 (SEEDS=...);
+#                                            # needs .whl/ from benchmarks/gpu_wheels.sh, carried: carry [".whl"]
+#
+# Output under $OUT (the device tool's folder), else ./gpu-out: one JSON per part, each written as soon as it ends, so
+# a lease that runs out keeps what was measured, and the log. Everything stops at SECONDS_LEFT (540 s).
+# DEVICE=cpu SECONDS_LEFT=60 tries the wiring on a machine without a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+mode="${1:-figures}"
 out="${OUT:-gpu-out}"
 device="${DEVICE:-cuda}"
 deadline=$((SECONDS + ${SECONDS_LEFT:-540}))
@@ -18,14 +23,39 @@ mkdir -p "$out"
   python3 -c 'import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__)'
 } | tee "$out/machine.txt"
 export PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1
-for part in training compile augmentation_share augmentation startup; do
-  left=$((deadline - SECONDS))
+
+run_part() {  # a part of benchmarks/run.py into its own JSON, within what is left of the deadline
+  local part="$1" left=$((deadline - SECONDS))
+  shift
   if [ "$left" -le 10 ]; then
     echo "gpu_session: no time left for $part" | tee -a "$out/gpu.log"
-    continue
+    return
   fi
   echo "gpu_session: $part, at most ${left} s" | tee -a "$out/gpu.log"
-  timeout "$left" python3 benchmarks/run.py --device "$device" --only "$part" --out "$out/$part.json" 2>&1 |
+  timeout "$left" python3 benchmarks/run.py --device "$device" --only "$part" --out "$out/$part.json" "$@" 2>&1 |
     tee -a "$out/gpu.log"
   echo "gpu_session: $part ended with exit ${PIPESTATUS[0]}" | tee -a "$out/gpu.log"
-done
+}
+
+case "$mode" in
+  figures)
+    for part in training compile augmentation_share augmentation startup; do
+      run_part "$part"
+    done
+    ;;
+  fastai)
+    if ! ls .whl/fastai-*.whl > /dev/null 2>&1; then
+      echo "gpu_session: no .whl/fastai-*.whl: run benchmarks/gpu_wheels.sh here and carry .whl" >&2
+      exit 2
+    fi
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
+      exit 2
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" FASTAI_PYTHON="$(command -v python3)"
+    # shellcheck disable=SC2086  # the seeds are words
+    run_part fastai --fixed-lr --seeds ${SEEDS:-0 1 2 3 4}
+    ;;
+  *)
+    echo "gpu_session: figures or fastai, not $mode" >&2
+    exit 2
+    ;;
+esac

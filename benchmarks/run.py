@@ -39,7 +39,8 @@ Parts:
   seeds; fastai on native's kernels, portable on AVX2's; native's fine_tune at most 0.6x fastai's time; portable's
   at most 1.0x on an AVX-512 host, 0.8x on an AVX2-only one (the limit is recorded); each side's mean error at
   most one standard error of fastai's mean above it. On a GPU the same comparison runs there too (``fastai_cuda``,
-  recorded, no target).
+  recorded, no target). FASTAI_PYTHON names a Python that has fastai already, instead of .venv-fastai (a
+  lent GPU machine: benchmarks/gpu_session.sh); without DVC, the part presizes by running the stages' commands.
 - dry_run: the full-size stand-in (7,400 images) presized to 460 and trained at 224 for a bounded number of
   batches, through the same stages, as the README's ``dvc exp run -S ...``: wall time and peak memory. Target: 4 GB.
 """
@@ -119,11 +120,14 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
-def make_project(folder: Path) -> Path:
+def make_project(folder: Path, repository: bool = True) -> Path:
+    """A copy of the project's files in ``folder``; with ``repository``, committed to git, as DVC needs it."""
     for name in PROJECT_FILES:
         src, dst = ROOT / name, folder / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
+    if not repository:
+        return folder
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):
         subprocess.run(["git", *args], cwd=folder, check=True)
     return folder
@@ -570,15 +574,37 @@ def committed_lr() -> float:
     return float(json.loads((ROOT / "metrics/pets/lr_find/suggestions.json").read_text())["chosen"]["lr"])
 
 
+# presize_pets and every stage upstream of it, in an order that runs each after what it reads
+PRESIZE_CHAIN = ("check_params", "fetch_pets", "presize_pets")
+
+
+def presize_pets(project: Path) -> None:
+    """The presized Pets in ``project``: ``dvc repro presize_pets`` where DVC is installed, else the commands of that
+    stage and of the stages before it, as dvc.yaml gives them, in its order (the same code, run without the cache)."""
+    if shutil.which("dvc"):
+        subprocess.run(["dvc", "repro", "-q", "presize_pets"], cwd=project, check=True)
+        return
+    pipeline = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    for name in PRESIZE_CHAIN:
+        program, *arguments = pipeline[name]["cmd"].split()
+        if program != "python":
+            raise RuntimeError(f"dvc.yaml: {name}'s cmd is not a python command: {pipeline[name]['cmd']}")
+        subprocess.run([sys.executable, *arguments], cwd=project, check=True)
+
+
 def fastai_benchmark(project: Path, seeds: list[int], fixed_lr: bool, device: str) -> dict:
     """Each seed trains all three sides on ``device``, in an order that rotates with the seed, so neither a slow spell
     of the machine nor going first favours one side (each run records its place). Every side gets the project's
     thread count; the project loads batches as its stages do, fastai with its default loader workers, one per core."""
-    subprocess.run(["dvc", "repro", "-q", "presize_pets"], cwd=project, check=True)
+    presize_pets(project)
+    # FASTAI_PYTHON: a Python that already has fastai (a lent GPU machine, which cannot build .venv-fastai offline)
     fastai_python = (
-        subprocess.run([str(ROOT / "benchmarks/fastai_env.sh")], check=True, capture_output=True, text=True)
-        .stdout.strip()
-        .splitlines()[-1]
+        os.environ.get("FASTAI_PYTHON")
+        or (
+            subprocess.run([str(ROOT / "benchmarks/fastai_env.sh")], check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     )
     cfg, schedule, threads = PARAMS["pets_model"], PARAMS["fine_tune"], cpu_threads()
     fastai_command = [
@@ -919,7 +945,10 @@ def main() -> None:
             save()
     with tempfile.TemporaryDirectory() as tmp:
         # a git and DVC project, only for the parts that run the pipeline (a lent GPU machine may have neither)
-        project = make_project(Path(tmp) / "project") if {"pipeline", "fastai", "dry_run"} & set(args.only) else None
+        # the parts that run the pipeline need a project; all but fastai need git and DVC (a lent GPU machine may have
+        # neither, and fastai's part then presizes without them)
+        pipeline_parts = {"pipeline", "fastai", "dry_run"} & set(args.only)
+        project = make_project(Path(tmp) / "project", pipeline_parts != {"fastai"}) if pipeline_parts else None
         if "pipeline" in args.only:
             results["pipeline"] = pipeline_benchmark(project)
             targets |= {

@@ -8,6 +8,7 @@ import json
 import statistics
 
 import pytest
+import yaml
 from conftest import ROOT
 from scipy.stats import ttest_ind
 
@@ -138,3 +139,18 @@ def test_the_device_choice_runs_each_part_where_asked_and_refuses_a_missing_gpu(
     assert [d.type for d in bench.selected_devices("cuda", cuda_available=True)] == ["cuda"]
     with pytest.raises(ValueError, match="--device cuda: torch sees no CUDA device"):
         bench.selected_devices("cuda", cuda_available=False)
+
+
+def test_presizing_without_dvc_runs_every_stage_presize_pets_reads_from_in_order(bench):
+    """Without DVC (a lent GPU machine) the fastai part runs these stages' commands itself: each must come after the
+    stages whose outputs it reads, and none of presize_pets's upstream may be missing."""
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    made_by = {  # an output is a path, or a path with its options
+        out if isinstance(out, str) else next(iter(out)): name
+        for name, stage in pipeline.items()
+        for out in stage.get("outs", [])
+    }
+    for place, name in enumerate(bench.PRESIZE_CHAIN):
+        upstream = {made_by[dep] for dep in pipeline[name]["deps"] if dep in made_by}
+        assert upstream <= set(bench.PRESIZE_CHAIN[:place]), (name, upstream)
+    assert bench.PRESIZE_CHAIN[-1] == "presize_pets"
