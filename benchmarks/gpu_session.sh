@@ -7,8 +7,10 @@
 #   bash benchmarks/gpu_session.sh fastai    # fastai against native and portable there, seeds 0-4 (SEEDS=...);
 #                                            # needs .whl/ from benchmarks/gpu_wheels.sh, carried: carry [".whl"]
 #
-# Output under $OUT (the device tool's folder), else ./gpu-out: one JSON per part, each written as soon as it ends, so
-# a lease that runs out keeps what was measured, and the log. Everything stops at SECONDS_LEFT (540 s).
+# Output under $OUT (the device tool's folder), else ./gpu-out: one JSON per part, each written as soon as it ends (the
+# fastai part after each run), so a lease that runs out keeps what was measured, and the log. Everything stops at
+# SECONDS_LEFT (540 s). A session's 15 minutes of device time hold the machine's start and one such call: the figures
+# first; the fastai call in a later session, or with SECONDS_LEFT=300 SEEDS="0 1 2" where time is left.
 # DEVICE=cpu SECONDS_LEFT=60 tries the wiring on a machine without a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +34,7 @@ run_part() {  # a part of benchmarks/run.py into its own JSON, within what is le
     return
   fi
   echo "gpu_session: $part, at most ${left} s" | tee -a "$out/gpu.log"
-  timeout "$left" python3 benchmarks/run.py --device "$device" --only "$part" --out "$out/$part.json" "$@" 2>&1 |
+  timeout -k 15 "$left" python3 benchmarks/run.py --device "$device" --only "$part" --out "$out/$part.json" "$@" 2>&1 |
     tee -a "$out/gpu.log"
   echo "gpu_session: $part ended with exit ${PIPESTATUS[0]}" | tee -a "$out/gpu.log"
 }

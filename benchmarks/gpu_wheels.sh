@@ -17,6 +17,7 @@ for name in fastai fastcore fastdownload fastprogress fasttransform plum-dispatc
   # the package's line and its --hash lines, as the lock gives them
   awk -v name="$name" '$0 ~ "^"name"==" {keep = 1} keep && /^ *#/ {keep = 0} keep' "$lock" >> "$wanted"
 done
+rm -rf "${WHEELS_DIR:-.whl}"  # one version of each: two stop the whole install there
 python3 -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes --only-binary=:all: \
   --python-version "${WHEELS_PYTHON:-3.12}" --implementation cp --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \

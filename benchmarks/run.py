@@ -592,10 +592,11 @@ def presize_pets(project: Path) -> None:
         subprocess.run([sys.executable, *arguments], cwd=project, check=True)
 
 
-def fastai_benchmark(project: Path, seeds: list[int], fixed_lr: bool, device: str) -> dict:
+def fastai_benchmark(project: Path, seeds: list[int], fixed_lr: bool, device: str, keep=lambda runs: None) -> dict:
     """Each seed trains all three sides on ``device``, in an order that rotates with the seed, so neither a slow spell
     of the machine nor going first favours one side (each run records its place). Every side gets the project's
-    thread count; the project loads batches as its stages do, fastai with its default loader workers, one per core."""
+    thread count; the project loads batches as its stages do, fastai with its default loader workers, one per core.
+    ``keep`` is given the runs so far after each one."""
     presize_pets(project)
     # FASTAI_PYTHON: a Python that already has fastai (a lent GPU machine, which cannot build .venv-fastai offline)
     fastai_python = (
@@ -655,6 +656,7 @@ def fastai_benchmark(project: Path, seeds: list[int], fixed_lr: bool, device: st
                 raise RuntimeError(f"{side} seed {seed} failed:\n{done.stderr[-3000:]}")
             runs[side].append({**json.loads(done.stdout.strip().splitlines()[-1]), "place": place + 1})
             print(f"  fastai part: {side} seed {seed}: {runs[side][-1]}", file=sys.stderr, flush=True)
+            keep(runs)
     summaries = {side: side_summary(runs[side]) for side in SIDES}
     base_lr = (
         f"lr {lr[1]} (the committed lr_find's, --fixed-lr)"
@@ -944,11 +946,11 @@ def main() -> None:
             results["compile"].append(compile_benchmark(device.type))
             save()
     with tempfile.TemporaryDirectory() as tmp:
-        # a git and DVC project, only for the parts that run the pipeline (a lent GPU machine may have neither)
-        # the parts that run the pipeline need a project; all but fastai need git and DVC (a lent GPU machine may have
-        # neither, and fastai's part then presizes without them)
+        # the parts that run the pipeline need a project, and DVC needs it in git; fastai's part presizes without DVC
+        # where there is none (a lent GPU machine, which may have no git either)
         pipeline_parts = {"pipeline", "fastai", "dry_run"} & set(args.only)
-        project = make_project(Path(tmp) / "project", pipeline_parts != {"fastai"}) if pipeline_parts else None
+        repository = pipeline_parts != {"fastai"} or shutil.which("dvc") is not None
+        project = make_project(Path(tmp) / "project", repository) if pipeline_parts else None
         if "pipeline" in args.only:
             results["pipeline"] = pipeline_benchmark(project)
             targets |= {
@@ -958,16 +960,30 @@ def main() -> None:
                 "noop_repro_under_3_s": results["pipeline"]["noop_repro_seconds"] < 3,
             }
             save()
+
+        def keep_runs(key: str):
+            """Each run of the fastai part saved as it ends, under ``<key>_unfinished`` until the part is done."""
+
+            def keep(runs: dict) -> None:
+                results[f"{key}_unfinished"] = runs
+                save()
+
+            return keep
+
         if "fastai" in args.only and "cpu" in on:
-            results["fastai"] = fastai = fastai_benchmark(project, args.seeds, args.fixed_lr, "cpu")
+            results["fastai"] = fastai = fastai_benchmark(
+                project, args.seeds, args.fixed_lr, "cpu", keep_runs("fastai")
+            )
+            del results["fastai_unfinished"]
             # portable runs capped at AVX2 against fastai's widest kernels: on an AVX-512 host that is a handicap
             fastai["portable_time_limit"] = 1.0 if "AVX-512" in results["machine"]["cpu"] else 0.8
             targets |= fastai_targets(fastai, len(args.seeds))
             save()
-        if (
-            "fastai" in args.only and "cuda" in on
-        ):  # the same comparison on the GPU, recorded: the targets are the CPU's
-            results["fastai_cuda"] = fastai_benchmark(project, args.seeds, args.fixed_lr, "cuda")
+        if "fastai" in args.only and "cuda" in on:  # the same comparison on the GPU, recorded: no target there
+            results["fastai_cuda"] = fastai_benchmark(
+                project, args.seeds, args.fixed_lr, "cuda", keep_runs("fastai_cuda")
+            )
+            del results["fastai_cuda_unfinished"]
             save()
         if "dry_run" in args.only:
             subprocess.run(["dvc", "repro", "-q"], cwd=project, check=True)  # the default run first, if not done
