@@ -22,11 +22,12 @@ mkdir -p "$out"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
   echo "cpus: $(nproc)"
-  python3 -c 'import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__)'
-} | tee "$out/machine.txt"
+} | tee "$out/machine.txt"  # Python, torch and torchvision: each part's JSON records them
 export PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1
 
-run_part() {  # a part of benchmarks/run.py into its own JSON, within what is left of the deadline
+# A part of benchmarks/run.py into its own JSON, within what is left of the deadline. Each part is its own process,
+# at about 13 s of imports each there: on versions this project never ran, a part that breaks ends alone.
+run_part() {
   local part="$1" left=$((deadline - SECONDS))
   shift
   if [ "$left" -le 10 ]; then

@@ -73,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 import stages  # noqa: E402, F401, I001
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torchvision  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
@@ -892,6 +893,7 @@ def main() -> None:
             "cpu": cpu_description(),
             "python": platform.python_version(),
             "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         }
     }
