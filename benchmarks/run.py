@@ -341,7 +341,8 @@ def probe(code: str, env: dict[str, str] | None = None) -> str:
 
 # What every Pets training-step probe below starts from, in a fresh process: numerics set before torch loads, a
 # from-scratch model as train_pets builds it on ``device``, its optimiser and augmentation, and one batch of random
-# presized images. ``step_on(m)`` runs the Learner's own ``train_step`` on model ``m`` and returns its seconds.
+# presized images, on the device, as train_pets holds them on a GPU with room. ``step_on(m)`` runs the Learner's own
+# ``train_step`` on model ``m`` and returns its seconds.
 PETS_STEP_SETUP = """
 import json, resource, statistics, sys, time
 sys.path.insert(0, {root!r})
@@ -362,8 +363,8 @@ net = compute.prepare(model.build({arch!r}, False, 37))
 groups = model.layer_groups(net)
 opt = adam(param_groups(groups, [1e-4] * len(groups), 0.01))
 augmentation = augment.BatchAugment(augment.AugTransforms({size}, 0.75), seed=0, normalize=True)
-images = torch.randint(0, 256, ({batch}, 3, {presize}, {presize}), dtype=torch.uint8)
-labels = torch.randint(0, 37, ({batch},))
+images = torch.randint(0, 256, ({batch}, 3, {presize}, {presize}), dtype=torch.uint8, device=device)
+labels = torch.randint(0, 37, ({batch},), device=device)
 
 def step_on(m, tfm=augmentation):
     sync()
@@ -729,7 +730,6 @@ def augmentation_share_benchmark(device: str, steps: int) -> dict:
 COMPILE_PROBE = (
     PETS_STEP_SETUP
     + """
-images, labels = images.to(device), labels.to(device)  # as train_pets holds them on a GPU with room
 compiled = torch.compile(net)  # the same module, so both step the same weights
 step_on(net)  # the process's own first-step costs (kernels, allocator), which are not compiling's
 first = step_on(compiled)  # tracing, compiling and the step
