@@ -154,3 +154,38 @@ def test_presizing_without_dvc_runs_every_stage_presize_pets_reads_from_in_order
         upstream = {made_by[dep] for dep in pipeline[name]["deps"] if dep in made_by}
         assert upstream <= set(bench.PRESIZE_CHAIN[:place]), (name, upstream)
     assert bench.PRESIZE_CHAIN[-1] == "presize_pets"
+
+
+def test_a_stopped_run_keeps_the_parts_it_finished_and_leaves_no_probe_running(tmp_path):
+    """What a lent GPU's deadline relies on (benchmarks/gpu_session.sh): the JSON is written after each part, and a
+    SIGTERM kills the probe the run waits on instead of leaving it to hold the cores or the GPU."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker, out = tmp_path / "probe.pid", tmp_path / "out.json"
+    script = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("benchmarks_run", {str(ROOT / "benchmarks/run.py")!r})
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+bench.startup_benchmark = lambda: {{"seconds": 1}}  # a part that finishes
+# and one whose probe outlasts the run
+hang = "import os, pathlib, time; pathlib.Path({str(marker)!r}).write_text(str(os.getpid())); time.sleep(120)"
+bench.cpu_caps_benchmark = lambda: bench.probe(hang)
+sys.argv = ["run.py", "--device", "cpu", "--only", "startup", "cpu_caps", "--out", {str(out)!r}]
+bench.main()
+"""
+    run = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not marker.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the probe never started"
+    time.sleep(0.5)  # the pid is written; let the write finish
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(marker.read_text()), 0)  # the probe is gone
+    assert json.loads(out.read_text())["startup"] == {"seconds": 1}
