@@ -14,6 +14,7 @@ import platform
 from contextlib import chdir
 from pathlib import Path
 
+import dvc.api as dvc_api
 import pytest
 import torch
 from conftest import build, changed_stages, committed_files_changed, dvc, set_params, tracked_outputs
@@ -136,8 +137,9 @@ def test_a_native_experiment_changes_no_committed_file_and_records_its_numerics(
     assert committed_files_changed(clone) == "" and tracked_outputs(clone) == before
     with chdir(clone), Repo(".") as repo:
         sha = resolve_rev(repo.scm, "native")
-        info = json.loads(repo.scm.get_fs(sha).read_text("metrics/mnist/linear/metrics.json"))
-    assert info["accuracy"] > 0.5  # it trained; its run_info (in the DVC cache) says numerics native
+        metrics = json.loads(repo.scm.get_fs(sha).read_text("metrics/mnist/linear/metrics.json"))
+    run_info = json.loads(dvc_api.read("data/models/mnist/linear/run_info.json", repo=str(clone), rev=sha))
+    assert metrics["accuracy"] > 0.5 and run_info["numerics"] == "native"  # it trained, and under native
     assert changed_stages(clone) == set()  # and portable still describes the workspace
 
 
