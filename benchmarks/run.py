@@ -559,13 +559,18 @@ def fastai_targets(fastai: dict, n_seeds: int) -> dict[str, bool]:
     (above it; below is better), every side on the kernels it claims, and enough seeds for a spread."""
     native, portable = fastai["native_against_fastai"], fastai["portable_against_fastai"]
     capabilities = fastai["cpu_capabilities"]
+    # Ratios of the mean times, not the two-decimal time_ratio: 1.004x must not pass a 1.0x limit.
+    ratio = {
+        side: fastai[side]["train_seconds_mean"] / fastai["fastai"]["train_seconds_mean"]
+        for side in ("native", "portable")
+    }
     return {
         "fastai_at_least_5_seeds": n_seeds >= 5,
         "fastai_uncapped_and_portable_capped": capabilities["fastai"] == capabilities["native"]
         and capabilities["portable"] == ["AVX2"],
-        "native_time_at_most_0_6x_fastai": native["time_ratio"] <= 0.6,
+        "native_time_at_most_0_6x_fastai": ratio["native"] <= 0.6,
         "native_error_within_1_se_of_fastai": native["error_difference_points"] <= native["their_error_se_points"],
-        "portable_time_within_its_limit_of_fastai": portable["time_ratio"] <= fastai["portable_time_limit"],
+        "portable_time_within_its_limit_of_fastai": ratio["portable"] <= fastai["portable_time_limit"],
         "portable_error_within_1_se_of_fastai": portable["error_difference_points"]
         <= portable["their_error_se_points"],
     }
@@ -932,7 +937,9 @@ def main() -> None:
         if "cuda" in on:
             results["full_size_gpu"] = full_size_gpu_benchmark()
             targets["full_size_gpu_at_least_3000_images_per_s"] = results["full_size_gpu"]["images_per_s"] >= 3000
-            save()
+        else:  # named, so a reader of targets_met sees the target was not run rather than missing it
+            targets["full_size_gpu_at_least_3000_images_per_s"] = None
+        save()
     if "startup" in args.only:
         results["startup"] = startup_benchmark()
         save()

@@ -59,19 +59,15 @@ def test_the_time_ratios_interval_covers_the_true_ratio_95_times_in_100(bench):
 
 
 def test_fastai_targets_hold_each_side_to_its_limit_and_one_se_of_fastais_mean(bench):
-    def fastai_part(ratio, difference, portable_capability="AVX2"):
+    def fastai_part(ratio, difference, portable_capability="AVX2", limit=0.8):
+        against = {"time_ratio": round(ratio, 2), "error_difference_points": difference, "their_error_se_points": 0.7}
         return {
-            "native_against_fastai": {
-                "time_ratio": ratio,
-                "error_difference_points": difference,
-                "their_error_se_points": 0.7,
-            },
-            "portable_against_fastai": {
-                "time_ratio": ratio,
-                "error_difference_points": difference,
-                "their_error_se_points": 0.7,
-            },
-            "portable_time_limit": 0.8,
+            "fastai": {"train_seconds_mean": 100.0},
+            "native": {"train_seconds_mean": 100.0 * ratio},
+            "portable": {"train_seconds_mean": 100.0 * ratio},
+            "native_against_fastai": against,
+            "portable_against_fastai": against,
+            "portable_time_limit": limit,
             "cpu_capabilities": {"fastai": ["AVX512"], "native": ["AVX512"], "portable": [portable_capability]},
         }
 
@@ -82,6 +78,8 @@ def test_fastai_targets_hold_each_side_to_its_limit_and_one_se_of_fastais_mean(b
     lower_error = bench.fastai_targets(fastai_part(0.85, -3.0), 5)  # below fastai is within; portable 0.85 > 0.8
     assert lower_error["native_error_within_1_se_of_fastai"] and lower_error["portable_error_within_1_se_of_fastai"]
     assert not lower_error["portable_time_within_its_limit_of_fastai"]
+    just_over = bench.fastai_targets(fastai_part(1.004, 0.0, limit=1.0), 5)  # recorded as 1.0x, but over the limit
+    assert not just_over["portable_time_within_its_limit_of_fastai"]
 
 
 def test_fastai_runs_uncapped_with_the_users_own_settings_back(bench):
